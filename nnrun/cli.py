@@ -1,0 +1,120 @@
+"""The `nnrun` command: a Hydra app whose job runs one stage and reports errors compactly.
+
+Invariant: a user mistake prints a located message (no traceback) and exits with the error class's
+code; NNRUN_FULL_ERROR=1 re-raises instead. In a multirun, one failing job does not stop the others;
+the process exits with the highest code seen and prints a table of the jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from nnrun.errors import ConfigError, Issue, NnrunError
+
+_STATE: dict[str, Any] = {"exit": 0, "jobs": []}
+
+
+def _register_experiments() -> None:
+    """Make the packaged experiments and `./experiments/*.yaml` (or $NNRUN_EXPERIMENTS) selectable
+    as `experiment=<name>`. Registered through Hydra's ConfigStore because the group directory is
+    called `experiments/`, not `experiment/`, and so that editable and wheel installs behave alike.
+    A packaged experiment wins over a user file of the same name (use `-cd DIR` to shadow it).
+    """
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    seen: set[str] = set()
+    for path in _packaged_files() + _user_files():
+        if path.stem in seen:
+            continue
+        seen.add(path.stem)
+        node = OmegaConf.load(path)
+        store.store(group="experiment", name=path.stem, node=node, package="_global_",
+                    provider=str(path))
+
+
+def _packaged_files() -> list[Path]:
+    from importlib.resources import as_file, files
+
+    folder = files("nnrun.configs.experiment")
+    with as_file(folder) as real:
+        return sorted(Path(real).glob("*.yaml"))
+
+
+def _user_files() -> list[Path]:
+    folder = Path(os.environ.get("NNRUN_EXPERIMENTS", "experiments"))
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.json"))
+
+
+def experiment_source(name: str | None) -> Path | None:
+    """The YAML file an experiment came from, for line numbers in errors."""
+    if not name:
+        return None
+    return next((p for p in _packaged_files() + _user_files() if p.stem == name), None)
+
+
+def _job(cfg: DictConfig) -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    from nnrun.pipeline import STAGES, run_stage
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    source = experiment_source(hc.runtime.choices.get("experiment"))
+    overrides = list(hc.overrides.task)
+    try:
+        config = _to_container(cfg)
+        stage = config.get("stage", "run")
+        if stage not in STAGES:
+            raise ConfigError("unknown stage:", [Issue("unknown_stage", f"stage `{stage}`",
+                                                       "stage", hint="one of " + ", ".join(STAGES))])
+        print(run_stage(stage, config, run_dir, source, overrides), flush=True)
+        return 0
+    except NnrunError as err:
+        if os.environ.get("NNRUN_FULL_ERROR") == "1":
+            raise
+        print(f"nnrun: {err}", file=sys.stderr, flush=True)
+        if (run_dir / "manifest.json").exists():
+            print(f"  (run directory, incomplete: {run_dir})", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("nnrun: interrupted", file=sys.stderr)
+        return 130
+
+
+def _to_container(cfg: DictConfig) -> dict[str, Any]:
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", "") or ""
+        raise ConfigError("the config could not be resolved:", [Issue(
+            "unresolved_interpolation", str(err).splitlines()[0], str(key),
+            hint="check the ${...} references (e.g. ${params.x} needs params.x)")]) from None
+
+
+@hydra.main(version_base="1.3", config_path="pkg://nnrun.configs", config_name="config")
+def _hydra_entry(cfg: DictConfig) -> int:
+    code = _job(cfg)
+    _STATE["exit"] = max(_STATE["exit"], code)
+    _STATE["jobs"].append(code)
+    return code
+
+
+def main() -> None:
+    """Console-script entry point (`nnrun ...`, `python -m nnrun ...`)."""
+    _register_experiments()
+    _hydra_entry()
+    if len(_STATE["jobs"]) > 1:
+        failed = sum(1 for c in _STATE["jobs"] if c)
+        print(f"nnrun: {len(_STATE['jobs'])} jobs, {failed} failed", file=sys.stderr)
+    sys.exit(_STATE["exit"])

@@ -1,0 +1,132 @@
+"""Build the experiment graph (nodes, edges, scopes) from a spec and lint it, returning ALL problems.
+
+Invariant: a Graph that passed `lint()` has unique ids, no dangling edge, no cycle, legal scope
+nesting, every model-touching node inside an invoke, and every site present in the model.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from nnrun.errors import GraphError, Issue, raise_if_issues
+from nnrun.model_info import ModelInfo
+from nnrun.nodes import REGISTRY
+from nnrun.nodes.base import NodeType
+from nnrun.schema import ExperimentSpec, ScopeSpec
+
+# kind → kinds its parent may have (None = top level)
+PARENTS: dict[str, tuple[str | None, ...]] = {
+    "session": (None,), "trace": (None, "session"), "generate": (None, "session"),
+    "invoke": ("trace", "generate"), "step": ("invoke",),
+}
+
+
+@dataclass
+class Node:
+    """A node with its type and resolved inputs (port → producing node ids, in edge order)."""
+
+    params: Any
+    type: NodeType
+    index: int
+    inputs: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.params.id
+
+    @property
+    def scope(self) -> str | None:
+        return self.params.scope
+
+    @property
+    def path(self) -> str:
+        return f"graph.nodes[{self.index}]"
+
+
+@dataclass
+class Graph:
+    """Nodes in YAML order, scopes by id, and derived facts used by later stages."""
+
+    spec: ExperimentSpec
+    nodes: dict[str, Node]
+    scopes: dict[str, ScopeSpec]
+    info: ModelInfo | None = None
+    order: list[str] = field(default_factory=list)              # topological, deterministic
+    point_axes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per loop point
+    axes: dict[str, tuple[str, ...]] = field(default_factory=dict)        # after leaving loops
+
+    # --- scope queries -------------------------------------------------------------------
+    def chain(self, scope: str | None) -> list[ScopeSpec]:
+        """The scope and its ancestors, innermost first."""
+        out: list[ScopeSpec] = []
+        while scope is not None and scope in self.scopes and len(out) <= len(self.scopes):
+            out.append(self.scopes[scope])
+            scope = self.scopes[scope].parent
+        return out
+
+    def invoke_of(self, scope: str | None) -> ScopeSpec | None:
+        """The invoke a scope runs in: an explicit invoke or a trace/generate with an input."""
+        for s in self.chain(scope):
+            if s.kind == "invoke" or (s.kind in ("trace", "generate") and s.input is not None):
+                return s
+        return None
+
+    def trace_of(self, scope: str | None) -> ScopeSpec | None:
+        return next((s for s in self.chain(scope) if s.kind in ("trace", "generate")), None)
+
+    def loop_axes(self, scope: str | None) -> tuple[str, ...]:
+        """Axes added by loops (foreach, generation steps) around a scope, outermost first."""
+        axes: list[str] = []
+        for s in reversed(self.chain(scope)):
+            axes += list(s.foreach or {})
+            if s.kind == "step":
+                axes.append("step")
+        return tuple(axes)
+
+    def consumers(self, node_id: str) -> list[Node]:
+        return [n for n in self.nodes.values()
+                if any(node_id in srcs for srcs in n.inputs.values())]
+
+    def lint(self) -> list[Issue]:
+        """Every structural problem of the graph (empty list = valid)."""
+        from nnrun.lint import lint_graph
+
+        return lint_graph(self)
+
+
+def build_graph(spec: ExperimentSpec, info: ModelInfo | None = None) -> Graph:
+    """Build and lint the graph.
+
+    Raises:
+        GraphError: with every problem found.
+    """
+    graph = Graph(spec, {}, {}, info)
+    for scope in spec.graph.scopes:
+        graph.scopes.setdefault(scope.id, scope)
+    for index, params in enumerate(spec.graph.nodes):
+        graph.nodes.setdefault(params.id, Node(params, REGISTRY.get(params.op), index))
+    for edge in spec.graph.edges:
+        dst = graph.nodes.get(edge.dst_node)
+        if dst is not None and edge.src in graph.nodes:
+            dst.inputs.setdefault(edge.dst_port, []).append(edge.src)
+    raise_if_issues(graph.lint(), GraphError, f"graph of `{spec.name}`")
+    return graph
+
+
+def topological_order(graph: Graph) -> tuple[list[str], list[str] | None]:
+    """Deterministic topological order (YAML order breaks ties) and a cycle if there is one."""
+    sorter = graphlib.TopologicalSorter(
+        {n.id: {s for srcs in n.inputs.values() for s in srcs} for n in graph.nodes.values()})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as err:
+        return [], list(err.args[1])
+    rank = {nid: i for i, nid in enumerate(graph.nodes)}
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=rank.__getitem__)
+        order += ready
+        sorter.done(*ready)
+    return order, None

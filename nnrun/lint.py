@@ -1,0 +1,217 @@
+"""All structural checks of an experiment graph; each returns located `Issue`s, none raises.
+
+Invariant: checks never stop at the first problem, and a node whose inputs are already broken is
+not reported again for consequences of that breakage.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nnrun.errors import Issue
+
+if TYPE_CHECKING:
+    from nnrun.graph import Graph, Node
+    from nnrun.model_info import ModelInfo
+
+LOOP_REF = re.compile(r"^\{(\w+)\}$")
+
+
+@dataclass
+class CheckContext:
+    """What a node type's `check`/`out_axes` hooks may consult."""
+
+    info: ModelInfo | None
+    loop_vars: tuple[str, ...]
+    path: str
+    node: str
+
+
+def lint_graph(graph: Graph) -> list[Issue]:
+    issues = _duplicates(graph) + _scopes(graph) + _edges(graph)
+    issues += _node_scopes(graph)
+    if not any(i.code == "cycle" for i in issues):
+        issues += _cycles(graph)
+    if not issues:
+        issues += _node_checks(graph)
+    if not issues:
+        issues += _infer_axes(graph)
+    return issues
+
+
+def _duplicates(graph: Graph) -> list[Issue]:
+    issues = []
+    counts = Counter(n.id for n in graph.spec.graph.nodes)
+    counts.update(s.id for s in graph.spec.graph.scopes)
+    for i, n in enumerate(graph.spec.graph.nodes):
+        if counts[n.id] > 1:
+            issues.append(Issue("duplicate_id", f"id `{n.id}` is used {counts[n.id]} times",
+                                f"graph.nodes[{i}].id", n.id, "give every node and scope its own id"))
+    for i, s in enumerate(graph.spec.graph.scopes):
+        if counts[s.id] > 1 and s.id not in {n.id for n in graph.spec.graph.nodes}:
+            issues.append(Issue("duplicate_id", f"scope id `{s.id}` is used {counts[s.id]} times",
+                                f"graph.scopes[{i}].id", s.id))
+    return issues
+
+
+def _scopes(graph: Graph) -> list[Issue]:
+    issues = []
+    for i, s in enumerate(graph.spec.graph.scopes):
+        path = f"graph.scopes[{i}]"
+        parent = graph.scopes.get(s.parent) if s.parent else None
+        if s.parent and parent is None:
+            issues.append(Issue("unknown_scope", f"parent scope `{s.parent}` does not exist",
+                                path + ".parent", s.id, _close(s.parent, graph.scopes)))
+            continue
+        from nnrun.graph import PARENTS
+
+        allowed = PARENTS[s.kind]
+        if (parent.kind if parent else None) not in allowed:
+            where = f"inside a {parent.kind}" if parent else "at the top level"
+            want = " or ".join("the top level" if a is None else f"a {a}" for a in allowed)
+            issues.append(Issue("illegal_nesting", f"a {s.kind} cannot be {where}",
+                                path + ".parent", s.id, f"put it in {want}"))
+        issues += _scope_fields(s, path, graph)
+    return issues
+
+
+def _scope_fields(s, path: str, graph: Graph) -> list[Issue]:
+    issues = []
+    if s.foreach is not None and s.kind != "invoke":
+        issues.append(Issue("illegal_foreach", f"`foreach` is only allowed on an invoke, not a "
+                            f"{s.kind}", path + ".foreach", s.id, "add an invoke scope inside it"))
+    if s.max_new_tokens is not None and s.kind != "generate":
+        issues.append(Issue("illegal_field", "`max_new_tokens` belongs on a generate scope",
+                            path + ".max_new_tokens", s.id))
+    if s.kind == "generate" and s.max_new_tokens is None:
+        issues.append(Issue("missing_field", "a generate scope needs `max_new_tokens`",
+                            path, s.id, "e.g. max_new_tokens: 5"))
+    if s.kind == "step" and s.steps is None:
+        issues.append(Issue("missing_field", "a step scope needs `steps`", path, s.id))
+    if s.kind == "invoke" and s.input is None and not (s.foreach or {}).get("prompt"):
+        issues.append(Issue("missing_input", "this invoke has no `input` prompt", path, s.id,
+                            "set input: \"...\" or foreach: {prompt: [...]}"))
+    if s.kind in ("trace", "generate") and s.input is None and not any(
+            c.parent == s.id for c in graph.scopes.values()):
+        issues.append(Issue("missing_input", f"this {s.kind} has no input and no invoke", path,
+                            s.id, "set input: \"...\" or add an invoke scope with parent: " + s.id))
+    return issues
+
+
+def _edges(graph: Graph) -> list[Issue]:
+    issues = []
+    for j, e in enumerate(graph.spec.graph.edges):
+        path = f"graph.edges[{j}]"
+        src, dst = graph.nodes.get(e.src), graph.nodes.get(e.dst_node)
+        if src is None:
+            issues.append(Issue("dangling_edge", f"edge source `{e.src}` is not a node",
+                                path + ".src", e.src, _close(e.src, graph.nodes)))
+        elif not src.type.has_output:
+            issues.append(Issue("invalid_edge", f"`{e.src}` ({src.type.op}) has no output",
+                                path + ".src", e.src, "connect from a node that produces a value"))
+        if dst is None:
+            issues.append(Issue("dangling_edge", f"edge target `{e.dst_node}` is not a node",
+                                path + ".dst", e.dst_node, _close(e.dst_node, graph.nodes)))
+        elif e.dst_port not in dst.type.inputs:
+            ports = ", ".join(dst.type.inputs) or "none"
+            issues.append(Issue("unknown_port", f"`{dst.type.op}` has no input port "
+                                f"`{e.dst_port}`", path + ".dst", dst.id, f"its ports: {ports}"))
+    for node in graph.nodes.values():
+        issues += _ports(node)
+    return issues
+
+
+def _ports(node: Node) -> list[Issue]:
+    issues = []
+    for port, spec in node.type.inputs.items():
+        got = node.inputs.get(port, [])
+        if spec.required and not got:
+            target = node.id if port == "in" else f"{node.id}.{port}"
+            issues.append(Issue("missing_input", f"input port `{port}` is not connected",
+                                node.path, node.id, f"add an edge {{src: ..., dst: {target}}}"))
+        if len(got) > 1 and not spec.variadic:
+            issues.append(Issue("duplicate_input", f"port `{port}` has {len(got)} edges "
+                                f"({', '.join(got)})", node.path, node.id, "keep one"))
+    return issues
+
+
+def _node_scopes(graph: Graph) -> list[Issue]:
+    issues = []
+    for node in graph.nodes.values():
+        path = node.path + ".scope"
+        if node.scope is not None and node.scope not in graph.scopes:
+            issues.append(Issue("unknown_scope", f"scope `{node.scope}` does not exist", path,
+                                node.id, _close(node.scope, graph.scopes)))
+            continue
+        if node.type.touches_model and graph.invoke_of(node.scope) is None:
+            where = f"scope `{node.scope}`" if node.scope else "no scope"
+            issues.append(Issue("needs_invoke", f"`{node.type.op}` touches the model but runs in "
+                                f"{where}", path, node.id, "set `scope:` to an invoke, or to a "
+                                "trace that has an `input`"))
+        if node.type.is_sink and node.scope is not None:
+            issues.append(Issue("illegal_scope", f"`{node.type.op}` runs after the model; remove "
+                                "its `scope`", path, node.id))
+    return issues
+
+
+def _cycles(graph: Graph) -> list[Issue]:
+    from nnrun.graph import topological_order
+
+    order, cycle = topological_order(graph)
+    if cycle:
+        loop = " → ".join(cycle)
+        return [Issue("cycle", f"the edges form a cycle: {loop}", graph.nodes[cycle[0]].path,
+                      cycle[0], "remove one of these edges")]
+    graph.order = order
+    return []
+
+
+def _node_checks(graph: Graph) -> list[Issue]:
+    issues = []
+    for node in graph.nodes.values():
+        ctx = CheckContext(graph.info, graph.loop_axes(node.scope), node.path, node.id)
+        issues += node.type.check(node.params, ctx)
+        issues += _loop_refs(node, ctx.loop_vars)
+    return issues
+
+
+def _loop_refs(node: Node, loop_vars: tuple[str, ...]) -> list[Issue]:
+    issues = []
+    for name, value in node.params:
+        m = LOOP_REF.match(value) if isinstance(value, str) else None
+        if m and m.group(1) not in loop_vars:
+            have = ", ".join(loop_vars) or "none here"
+            issues.append(Issue("unknown_loop_variable", f"`{value}` is not a loop variable of "
+                                f"this node's scope", f"{node.path}.{name}", node.id,
+                                f"foreach variables in scope: {have}"))
+    return issues
+
+
+def _infer_axes(graph: Graph) -> list[Issue]:
+    """Compute each node's axes per loop point and after leaving its loops."""
+    issues = []
+    for nid in graph.order:
+        node = graph.nodes[nid]
+        in_axes = {}
+        for port, srcs in node.inputs.items():
+            src = graph.nodes[srcs[0]]
+            same_loop = graph.loop_axes(src.scope) and src.scope == node.scope
+            in_axes[port] = graph.point_axes[src.id] if same_loop else graph.axes[src.id]
+        ctx = CheckContext(graph.info, graph.loop_axes(node.scope), node.path, node.id)
+        try:
+            point = node.type.out_axes(node.params, in_axes, ctx)
+        except ValueError as err:
+            issues.append(Issue("axis_mismatch", str(err), node.path, node.id))
+            point = ()
+        graph.point_axes[nid] = point
+        graph.axes[nid] = graph.loop_axes(node.scope) + point
+    return issues
+
+
+def _close(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"did you mean `{close[0]}`?" if close else "existing: " + ", ".join(options)

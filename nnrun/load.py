@@ -1,0 +1,171 @@
+"""Turn a composed config (dict) into a validated `ExperimentSpec`, or a `ConfigError` listing
+every problem with its node id, YAML path and, where the file is known, its line.
+
+Invariant: nothing here touches a model; errors are collected, never raised one at a time.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nnrun.errors import ConfigError, Issue, raise_if_issues
+from nnrun.nodes import REGISTRY
+from nnrun.schema import EXPERIMENT_KEYS, FORMAT_VERSION, ExperimentSpec
+
+YamlPath = tuple[Any, ...]
+
+
+def load_experiment(config: dict[str, Any], source: Path | None = None) -> ExperimentSpec:
+    """Validate the experiment part of a composed config.
+
+    Args:
+        config: the resolved config as plain containers (`OmegaConf.to_container(resolve=True)`).
+        source: the experiment YAML file, to report line numbers.
+
+    Raises:
+        ConfigError: with one `Issue` per problem.
+    """
+    data = {k: config[k] for k in EXPERIMENT_KEYS if k in config}
+    if "graph" not in data:
+        raise ConfigError("no experiment selected:", [Issue(
+            "no_experiment", "the config has no `graph`", "graph",
+            hint="choose one, e.g. `nnrun experiment=patching` (list them: `nnrun --info defaults`)")])
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as err:
+        lines = source_lines(source)
+        issues = [_issue_from_error(e, data).located(_file(source), _line(lines, e["loc"]))
+                  for e in err.errors()]
+        raise_if_issues(issues, ConfigError, f"experiment `{data.get('name', '?')}`")
+    raise AssertionError("unreachable")
+
+
+def load_experiment_file(path: Path) -> ExperimentSpec:
+    """Load an experiment YAML or JSON file directly (no Hydra; `${params.x}` is resolved)."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.load(path)
+    raw.pop("defaults", None)
+    return load_experiment(OmegaConf.to_container(raw, resolve=True), path)
+
+
+def _issue_from_error(error: dict[str, Any], data: dict[str, Any]) -> Issue:
+    loc, kind = _strip_union_tags(error["loc"]), error["type"]
+    node = _node_id(loc, data)
+    path = format_path(loc)
+    found = error.get("input")
+    if kind == "union_tag_invalid":
+        op = error["ctx"]["tag"]
+        return Issue("unknown_op", f"unknown op `{op}`", path + ".op", node, REGISTRY.suggest(op))
+    if kind == "union_tag_not_found":
+        return Issue("missing_op", "node has no `op`", path, node, REGISTRY.suggest(""))
+    if kind == "extra_forbidden":
+        return Issue("unknown_field", f"unknown field `{loc[-1]}`", path, node,
+                     _field_hint(loc, data))
+    if kind == "missing":
+        return Issue("missing_field", f"required field `{loc[-1]}` is missing", path, node)
+    if loc == ("format",):
+        return Issue("unsupported_format", f"experiment format {found!r} is not supported",
+                     path, None, f"this nnrun reads format {FORMAT_VERSION}; "
+                     f"set `format: {FORMAT_VERSION}` or upgrade nnrun")
+    return Issue("invalid_value", f"{error['msg'].lower()} (found {found!r})", path, node)
+
+
+def _strip_union_tags(loc: tuple[Any, ...]) -> YamlPath:
+    """Drop the op name pydantic inserts after `nodes[i]` in discriminated-union locations."""
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        if i >= 3 and loc[i - 2:i] and loc[i - 2] == "nodes" and isinstance(loc[i - 1], int) \
+                and part in REGISTRY.ops():
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _node_id(loc: YamlPath, data: dict[str, Any]) -> str | None:
+    """The id of the node or scope a location points into, read from the raw data."""
+    if len(loc) >= 3 and loc[0] == "graph" and loc[1] in ("nodes", "scopes") \
+            and isinstance(loc[2], int):
+        try:
+            item = data["graph"][loc[1]][loc[2]]
+            return str(item.get("id")) if isinstance(item, dict) and "id" in item else None
+        except (KeyError, IndexError, TypeError):
+            return None
+    return None
+
+
+def _field_hint(loc: YamlPath, data: dict[str, Any]) -> str:
+    """Suggest a valid field name for an unknown one inside a node."""
+    if len(loc) < 4 or loc[1] != "nodes":
+        return "remove it; see the experiment format in the README"
+    try:
+        op = data["graph"]["nodes"][loc[2]]["op"]
+        fields = sorted(REGISTRY.get(op).Params.model_fields)
+    except (KeyError, IndexError, TypeError):
+        return "remove it"
+    close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+    prefix = f"did you mean `{close[0]}`? " if close else ""
+    return prefix + f"`{op}` takes: " + ", ".join(fields)
+
+
+def format_path(loc: YamlPath) -> str:
+    """`('graph', 'nodes', 3, 'layer')` → `graph.nodes[3].layer`."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _file(source: Path | None) -> str | None:
+    return str(source) if source else None
+
+
+def source_lines(source: Path | None) -> dict[YamlPath, int]:
+    """Map every YAML path in `source` to its 1-based line (empty if unknown or unparsable)."""
+    if source is None or not Path(source).is_file():
+        return {}
+    try:
+        root = yaml.compose(Path(source).read_text())
+    except yaml.YAMLError:
+        return {}
+    lines: dict[YamlPath, int] = {}
+    _walk(root, (), lines)
+    return lines
+
+
+def _walk(node: Any, path: YamlPath, lines: dict[YamlPath, int]) -> None:
+    if node is None:
+        return
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            lines[path + (key.value,)] = key.start_mark.line + 1
+            _walk(value, path + (key.value,), lines)
+            lines[path + (key.value,)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, path + (i,), lines)
+
+
+def _line(lines: dict[YamlPath, int], loc: YamlPath) -> int | None:
+    """Line of the deepest known prefix of `loc`."""
+    loc = _strip_union_tags(tuple(loc))
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def line_of(source: Path | None, path: str) -> int | None:
+    """Line of a dotted/indexed path such as `graph.nodes[2].layer` in `source`."""
+    import re
+
+    parts: list[Any] = []
+    for name, index in re.findall(r"([A-Za-z_][\w]*)|\[(\d+)\]", path):
+        parts.append(int(index) if index else name)
+    return _line(source_lines(source), tuple(parts))

@@ -1,0 +1,105 @@
+"""What nnrun knows about a model without its weights: module paths, firing order, sizes, family.
+
+Invariant: built from the config alone on the meta device (no weights, no download beyond the
+config), by one forward pass with hooks, so the firing order is the model's real one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from nnrun.sites import family_for
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Module tree and forward-execution order of one architecture.
+
+    Attributes:
+        model_type: transformers `config.model_type`.
+        family: nnrun site family (`gpt2`, `gpt_neox`, `llama`) or None if unknown.
+        n_layers, hidden_size, vocab_size: from the config.
+        order: (module path, event) → rank in the forward pass (0 = first).
+        tuple_outputs: module paths whose output is a tuple (read element 0).
+    """
+
+    model_type: str
+    family: str | None
+    n_layers: int
+    hidden_size: int
+    vocab_size: int
+    order: dict[tuple[str, str], int] = field(repr=False)
+    tuple_outputs: frozenset[str] = field(repr=False)
+
+    @property
+    def modules(self) -> list[str]:
+        return sorted({path for path, _ in self.order})
+
+    def has_module(self, path: str) -> bool:
+        return (path, "output") in self.order
+
+    def rank(self, path: str, event: str) -> int:
+        return self.order[(path, event)]
+
+    def suggest(self, path: str) -> str:
+        """Did-you-mean hint for a module path the model does not have."""
+        close = difflib.get_close_matches(path, self.modules, n=3, cutoff=0.5)
+        if close:
+            return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
+        return "list the model's modules with `nnrun stage=modules`"
+
+
+def info_from_config(config: Any) -> ModelInfo:
+    """Build the model on the meta device and record its firing order with hooks."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import copy
+
+    config = copy.deepcopy(config)
+    config.pad_token_id = None  # its pad check reads tensor values, which meta tensors lack
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    order: dict[tuple[str, str], int] = {}
+    tuples: set[str] = set()
+
+    def note(path: str, event: str) -> None:
+        order.setdefault((path, event), len(order))  # first occurrence = the prompt's forward
+
+    for path, module in model.named_modules():
+        if not path:
+            continue
+        module.register_forward_pre_hook(lambda m, a, p=path: note(p, "input"))
+
+        def on_output(m, a, out, p=path):
+            note(p, "output")
+            if isinstance(out, tuple):
+                tuples.add(p)
+        module.register_forward_hook(on_output)
+    with torch.no_grad():
+        model(input_ids=torch.zeros(1, 4, dtype=torch.long, device="meta"))
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return ModelInfo(
+        model_type=config.model_type,
+        family=family_for(config.model_type),
+        n_layers=text.num_hidden_layers,
+        hidden_size=text.hidden_size,
+        vocab_size=text.vocab_size,
+        order=order,
+        tuple_outputs=frozenset(tuples),
+    )
+
+
+@lru_cache(maxsize=16)
+def info_from_config_json(config_json: str) -> ModelInfo:
+    """Cached by the config's JSON text: the same architecture is probed once per process."""
+    import json
+
+    from transformers import AutoConfig
+
+    data = json.loads(config_json)
+    config = AutoConfig.for_model(data.pop("model_type"), **data)
+    return info_from_config(config)

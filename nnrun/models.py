@@ -1,0 +1,147 @@
+"""Find, describe and load models: built-in (tiny, demo), local directories and hub ids.
+
+Invariant: one loading path for every source (transformers `from_pretrained`, then nnsight's
+`TransformersModel` wrapper); `trust_remote_code` is false unless the config says otherwise; a
+model is loaded once per process; a model that cannot be reached raises `ModelError`, never a hub
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nnrun.errors import Issue, ModelError
+
+BUILTIN_PREFIX = "builtin:"
+_LOADED: dict[str, Any] = {}
+
+
+class ModelSpec(BaseModel):
+    """The `model:` block of the config (configs/model/*.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="short name for run directories and the manifest")
+    path: str = Field(description="hub id, local directory, or builtin:<tiny-gpt2|tiny-llama|"
+                                  "tiny-neox|demo>")
+    revision: str | None = Field(None, description="hub branch, tag or commit (pin a commit)")
+    dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
+    device: str = "cpu"
+    trust_remote_code: bool = False
+    padding_side: Literal["left"] = Field(
+        "left", description="causal LMs are padded on the left so `last` is every row's last token")
+
+
+def resolve_path(spec: ModelSpec) -> str:
+    """Local directory for builtin models, else the path/id as given."""
+    if not spec.path.startswith(BUILTIN_PREFIX):
+        return spec.path
+    name = spec.path[len(BUILTIN_PREFIX):]
+    if name == "demo":
+        return str(demo_dir())
+    from nnrun.tiny import SHAPES, ensure_tiny_model
+
+    if name not in SHAPES:
+        raise ModelError("unknown built-in model:", [Issue(
+            "unknown_model", f"`{name}` is not a built-in model", "model.path",
+            hint="built-ins: demo, " + ", ".join(SHAPES))])
+    return str(ensure_tiny_model(name))
+
+
+def demo_dir() -> Path:
+    return Path(__file__).parent / "assets" / "demo"
+
+
+def _unavailable(spec: ModelSpec, err: Exception) -> ModelError:
+    rev = f" (revision {spec.revision})" if spec.revision else ""
+    local = Path(spec.path).expanduser()
+    if spec.path.startswith((".", "/", "~")) or local.exists():
+        return ModelError("model not found:", [Issue(
+            "model_not_found", f"`{spec.path}` is not a model directory ({err.__class__.__name__})",
+            "model.path", hint="point model.path at a directory written by save_pretrained")])
+    return ModelError("model not available:", [Issue(
+        "model_unavailable", f"model `{spec.path}`{rev} is not in the local cache and the hub "
+        "cannot be reached (offline?)", "model.path",
+        hint=f"download it once on a machine with internet: `hf download {spec.path}"
+             f"{' --revision ' + spec.revision if spec.revision else ''}` (or run nnrun there "
+             "once); then run with HF_HUB_OFFLINE=1")])
+
+
+def load_config(spec: ModelSpec):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(resolve_path(spec), revision=spec.revision,
+                                          trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _unavailable(spec, err) from err
+
+
+def model_info(spec: ModelSpec):
+    """Module tree and firing order from the config alone (no weights)."""
+    from nnrun.model_info import info_from_config_json
+
+    config = load_config(spec)
+    return info_from_config_json(config.to_json_string(use_diff=False))
+
+
+def load_tokenizer(spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(resolve_path(spec), revision=spec.revision,
+                                            trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _unavailable(spec, err) from err
+    tok.padding_side = spec.padding_side
+    if tok.pad_token is None:  # nnsight would do the same silently; do it explicitly
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: ModelSpec):
+    """The nnsight-wrapped model, loaded once per process per spec."""
+    key = spec.model_dump_json()
+    if key in _LOADED:
+        return _LOADED[key]
+    import torch
+    from nnsight import TransformersModel
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(spec)
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(
+            resolve_path(spec), revision=spec.revision, dtype=getattr(torch, spec.dtype),
+            trust_remote_code=spec.trust_remote_code, attn_implementation="eager")
+    except (OSError, ValueError) as err:
+        raise _unavailable(spec, err) from err
+    hf.to(spec.device).eval()
+    _LOADED[key] = TransformersModel(hf, tokenizer=tokenizer)
+    return _LOADED[key]
+
+
+def describe(spec: ModelSpec) -> dict[str, Any]:
+    """Model facts for the manifest (path, revision, dtype, device, commit if known)."""
+    path = resolve_path(spec)
+    commit = None
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.exists():
+        commit = spec.revision
+    return {"name": spec.name, "path": spec.path, "resolved": path, "revision": spec.revision,
+            "commit": commit, "dtype": spec.dtype, "device": spec.device,
+            "trust_remote_code": spec.trust_remote_code,
+            "config_sha256": _sha(cfg_file) if cfg_file.exists() else None}
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)

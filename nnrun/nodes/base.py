@@ -1,0 +1,169 @@
+"""The contract every node type fulfils, and the registry that maps `op` names to node types.
+
+Invariant: schedule.py and codegen.py know nothing about individual ops. Everything op-specific
+(parameters, ports, output axes, model accesses, emitted code, artifacts) lives in one node file that
+subclasses `NodeType` and registers itself with `@register`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # the contexts are defined by the stages that call into node types
+    from pathlib import Path
+
+    from nnrun.errors import Issue
+
+NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+# How a node is drawn and grouped in the README table; it does not change how it is compiled.
+Kind = Literal["read", "write", "compute", "metric", "save", "plot"]
+
+
+class NodeParams(BaseModel):
+    """Fields shared by every node; each node type narrows `op` to a `Literal` (the discriminator)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=NODE_ID_PATTERN, description="unique node id; also the output file name")
+    op: str
+    scope: str | None = Field(
+        None, description="scope the node runs in; none = after the model has run")
+
+
+@dataclass(frozen=True)
+class Port:
+    """A named input of a node. `variadic` ports accept several edges (in edge order)."""
+
+    doc: str
+    required: bool = True
+    variadic: bool = False
+
+
+@dataclass(frozen=True)
+class Access:
+    """One request to the model: a module path (may contain `{layer}`) and `input` or `output`."""
+
+    module: str
+    event: Literal["input", "output"]
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """One line of generated Python. `access` is set when the line touches the model, so the
+    scheduler can put it in forward-execution order."""
+
+    code: str
+    access: Access | None = None
+
+
+class NodeType:
+    """One kind of node: its parameters, ports, axes, model accesses and emitted code.
+
+    Subclasses set the class attributes and override the hooks they need. Hooks receive the
+    validated params and a context object from the calling stage (see `nnrun.graph.CheckContext`,
+    `nnrun.codegen.EmitContext`, `nnrun.outputs.ArtifactContext`).
+    """
+
+    op: ClassVar[str]
+    Params: ClassVar[type[NodeParams]]
+    kind: ClassVar[Kind] = "compute"
+    summary: ClassVar[str] = ""
+    inputs: ClassVar[dict[str, Port]] = {}
+    touches_model: ClassVar[bool] = False   # must run inside an invoke (reads/writes activations)
+    is_sink: ClassVar[bool] = False         # consumes values after the program ran (save, plots)
+    has_output: ClassVar[bool] = True
+    preamble: ClassVar[str] = ""            # helper functions the emitted code calls
+
+    def check(self, params: Any, ctx: Any) -> list[Issue]:
+        """Model- and graph-aware validation (site exists, layer in range, axis known)."""
+        return []
+
+    def out_axes(self, params: Any, in_axes: dict[str, tuple[str, ...]], ctx: Any) -> tuple[str, ...]:
+        """Names of the output's dimensions for one loop point, given the inputs' axes."""
+        return ()
+
+    def tokens(self, params: Any) -> list[str]:
+        """Strings this node needs as single token ids (resolved by the tokenizer at bind time)."""
+        return []
+
+    def emit(self, params: Any, ctx: Any) -> list[Stmt]:
+        """Python statements computing this node's value into `ctx.out` (or performing a write)."""
+        raise NotImplementedError(f"{self.op} emits no code")
+
+    def write_artifacts(self, params: Any, value: Any, ctx: Any) -> list[Path]:
+        """For sinks: write files into the run directory from the computed input value."""
+        return []
+
+
+class Registry:
+    """Maps op names to node types; rejects collisions; frozen once the schema is built."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, NodeType] = {}
+        self._frozen = False
+
+    def register(self, cls: type[NodeType]) -> type[NodeType]:
+        if self._frozen:
+            raise RuntimeError(f"registry is frozen; cannot add op {cls.op!r}")
+        if cls.op in self._types:
+            raise RuntimeError(f"op {cls.op!r} is registered twice")
+        self._types[cls.op] = cls()
+        return cls
+
+    def freeze(self) -> None:
+        self._frozen = True
+
+    def get(self, op: str) -> NodeType:
+        return self._types[op]
+
+    def ops(self) -> list[str]:
+        return sorted(self._types)
+
+    def types(self) -> list[NodeType]:
+        return [self._types[op] for op in self.ops()]
+
+    def suggest(self, op: str) -> str:
+        """A did-you-mean hint plus the list of valid ops."""
+        close = difflib.get_close_matches(op, self.ops(), n=1)
+        guess = f"did you mean `{close[0]}`? " if close else ""
+        return guess + "valid ops: " + ", ".join(self.ops())
+
+
+REGISTRY = Registry()
+
+
+def register(cls: type[NodeType]) -> type[NodeType]:
+    """Class decorator adding a node type to the global registry."""
+    return REGISTRY.register(cls)
+
+
+def dim_of(axes: tuple[str, ...], name: str | None) -> int:
+    """Index of the named axis (None = the last one), as a negative index so that it stays right
+    whether or not loop axes are stacked in front.
+
+    Raises:
+        ValueError: the axis is not present (reported as `axis_mismatch` with the node id).
+    """
+    if not axes:
+        raise ValueError("the input is a scalar; it has no axis to reduce")
+    if name is None:
+        return -1
+    if name not in axes:
+        raise ValueError(f"the input has no axis `{name}` (its axes: {', '.join(axes)})")
+    return axes.index(name) - len(axes)
+
+
+def drop_axis(axes: tuple[str, ...], name: str | None) -> tuple[str, ...]:
+    dim = dim_of(axes, name) + len(axes)
+    return axes[:dim] + axes[dim + 1:]
+
+
+class InputNode(NodeType):
+    """Base for tensor functions with one input port `in` (the common case)."""
+
+    inputs = {"in": Port("input tensor")}

@@ -1,0 +1,101 @@
+"""Parameter fields shared by the model-touching nodes (site, layer, position) and their checks.
+
+Invariant: every site a node names is checked against the model's module tree before any weights
+are loaded; the code reference emitted for it is derived from the same resolution.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, Union
+
+from pydantic import Field
+
+from nnrun.errors import Issue
+from nnrun.sites import SITES, is_named_site, resolve, site_needs_layer
+
+LoopRef = str  # "{layer}" / "{position}": a foreach variable of the enclosing invoke
+LayerSpec = Union[int, Literal["all"], list[int], LoopRef]  # noqa: UP007
+PositionSpec = Union[int, Literal["last", "all"], LoopRef]  # noqa: UP007
+
+LOOP_REF = re.compile(r"^\{(\w+)\}$")
+
+
+def site_field():
+    return Field(description="a site name (" + ", ".join(SITES) + ") or a module path such as "
+                 "`transformer.h.3.mlp` (may contain `{layer}`)")
+
+
+def layer_field():
+    return Field(None, description="block index: int (negative counts from the end), `all`, "
+                                   "a list, or `{layer}` from a foreach")
+
+
+def position_field(default: str = "all"):
+    return Field(default, description="token position: int (negative from the end), `last`, "
+                                      "`all`, or `{position}` from a foreach")
+
+
+def loop_var(value) -> str | None:
+    m = LOOP_REF.match(value) if isinstance(value, str) else None
+    return m.group(1) if m else None
+
+
+def concrete_layers(layer, n_layers: int) -> list[int] | None:
+    """The layers a spec names (None for a loop variable); negative indices count from the end."""
+    if loop_var(layer):
+        return None
+    if layer == "all":
+        return list(range(n_layers))
+    values = layer if isinstance(layer, list) else [layer]
+    return [v + n_layers if v < 0 else v for v in values]
+
+
+def check_site(params, ctx) -> list[Issue]:
+    """Site known to the model family, module present, layer in range, layer given iff needed."""
+    site, layer, path = params.site, params.layer, ctx.path
+    if not is_named_site(site) and not re.fullmatch(r"[\w.{}]+", site):
+        return [Issue("unknown_site", f"`{site}` is neither a site name nor a module path",
+                      path + ".site", ctx.node, "site names: " + ", ".join(SITES))]
+    if site_needs_layer(site) and layer is None:
+        return [Issue("missing_layer", f"site `{site}` needs a `layer`", path + ".layer",
+                      ctx.node, "e.g. layer: 0, layer: all, or layer: \"{layer}\" in a foreach")]
+    if not site_needs_layer(site) and layer is not None:
+        return [Issue("unexpected_layer", f"site `{site}` has no layer", path + ".layer", ctx.node,
+                      "remove `layer`, or use a per-layer site such as layer_output")]
+    info = ctx.info
+    if info is None:
+        return []
+    if is_named_site(site) and info.family is None:
+        return [Issue("unknown_family", f"nnrun has no site map for model type "
+                      f"`{info.model_type}`", path + ".site", ctx.node,
+                      "use a module path instead, e.g. `model.layers.{layer}.mlp`")]
+    template, _ = resolve(site, info.family)
+    layers = concrete_layers(layer, info.n_layers) if layer is not None else [0]
+    bad = [v for v in (layers or []) if not 0 <= v < info.n_layers]
+    if layer is not None and bad:
+        return [Issue("layer_out_of_range", f"layer {bad[0]} does not exist (the model has "
+                      f"{info.n_layers} layers: 0..{info.n_layers - 1})", path + ".layer",
+                      ctx.node)]
+    probe = template.replace("{layer}", str((layers or [0])[0]))
+    if not info.has_module(probe):
+        return [Issue("unknown_module", f"the model has no module `{probe}`", path + ".site",
+                      ctx.node, info.suggest(probe))]
+    return []
+
+
+def site_axes(site: str) -> tuple[str, ...]:
+    """Dimension names of the tensor at a site (batch, position, then features)."""
+    return ("batch", "position", "vocab" if site == "logits" else "hidden")
+
+
+def point_axes(params) -> tuple[str, ...]:
+    """Axes of a read/write value: drop `position` when one position is selected, add `layer`
+    when several layers are read at once."""
+    axes = site_axes(params.site)
+    if params.position != "all":
+        axes = tuple(a for a in axes if a != "position")
+    if params.layer is not None and concrete_layers(params.layer, 1) is not None and (
+            params.layer == "all" or isinstance(params.layer, list)):
+        axes = ("layer",) + axes
+    return axes

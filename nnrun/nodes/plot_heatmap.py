@@ -1,0 +1,41 @@
+"""`plot_heatmap`: a 2-D heatmap (png + svg) of a value over two named axes, e.g. layer × position."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from nnrun.nodes.base import NodeParams, NodeType, Port, register
+
+
+@register
+class PlotHeatmap(NodeType):
+    op = "plot_heatmap"
+    kind = "plot"
+    summary = "heatmap over two axes (rows, columns); other axes must have size 1"
+    inputs = {"in": Port("value with the two named axes")}
+    is_sink = True
+    has_output = False
+
+    class Params(NodeParams):
+        op: Literal["plot_heatmap"] = "plot_heatmap"
+        axes: tuple[str, str] = Field(description="[rows, columns], e.g. [layer, position]")
+        title: str | None = None
+
+    def out_axes(self, p, in_axes, ctx):
+        missing = [a for a in p.axes if a not in in_axes["in"]]
+        if missing:
+            raise ValueError(f"the input has no axis `{missing[0]}` "
+                             f"(its axes: {', '.join(in_axes['in']) or 'none'})")
+        return ()
+
+    def write_artifacts(self, p, value, ctx):
+        from nnrun.plots import heatmap
+
+        matrix = ctx.as_matrix(value, p.axes)  # (rows, cols)
+        rows, cols = p.axes
+        paths = heatmap(matrix, row_label=rows, col_label=cols, row_ticks=ctx.ticks(rows),
+                        col_ticks=ctx.ticks(cols), title=p.title or ctx.default_title(),
+                        colorbar_label=ctx.source_label(), out_stem=ctx.plot_stem(p.id))
+        return [ctx.write_value(p.id, matrix, axes=p.axes)] + list(paths)

@@ -1,0 +1,23 @@
+"""`scale`: multiply a tensor by a constant factor."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from nnrun.nodes.base import InputNode, NodeParams, Stmt, register
+
+
+@register
+class Scale(InputNode):
+    op = "scale"
+    summary = "multiply by `factor`"
+
+    class Params(NodeParams):
+        op: Literal["scale"] = "scale"
+        factor: float
+
+    def out_axes(self, p, in_axes, ctx):
+        return in_axes["in"]
+
+    def emit(self, p, ctx):
+        return [Stmt(f"{ctx.out} = {ctx.input('in')} * {p.factor!r}")]

@@ -1,0 +1,76 @@
+"""`write`: change the activation at a site: replace it, add to it, or patch it from another run."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from nnrun.errors import Issue
+from nnrun.nodes.base import NodeParams, NodeType, Port, Stmt, register
+from nnrun.nodes.fields import (LayerSpec, PositionSpec, check_site, layer_field, position_field,
+                                site_field)
+
+
+@register
+class Write(NodeType):
+    """Edit `site` in place during the forward pass; later modules see the edited value.
+
+    Modes: `replace` sets it to `value` (an edge) or `constant`; `add` adds `coefficient * value`
+    (steering); `patch` copies the same layer and position out of `value`, an activation read in
+    another run (activation patching).
+    """
+
+    op = "write"
+    kind = "write"
+    summary = "replace / add to / patch the activation at a site"
+    touches_model = True
+    has_output = False
+    inputs = {"value": Port("tensor to write (replace, add) or patch from", required=False)}
+
+    class Params(NodeParams):
+        op: Literal["write"] = "write"
+        site: str = site_field()
+        layer: LayerSpec | None = layer_field()
+        position: PositionSpec = position_field()
+        mode: Literal["replace", "add", "patch"] = "replace"
+        constant: float | None = Field(None, description="replace/add this number instead of "
+                                                         "an input edge (0 = zero-ablation)")
+        coefficient: float = Field(1.0, description="add mode: scale of the added value")
+        at: Literal["output", "input"] = Field("output", description="for module paths only")
+
+    def check(self, p, ctx):
+        issues = check_site(p, ctx)
+        if p.mode == "patch" and p.constant is not None:
+            issues.append(Issue("invalid_value", "patch mode takes its value from an edge, not "
+                                "`constant`", ctx.path + ".constant", ctx.node))
+        return issues
+
+    def out_axes(self, p, in_axes, ctx):
+        if (p.constant is None) == ("value" in in_axes):
+            return ()
+        raise ValueError("give exactly one of an edge into `value` or `constant`")
+
+    def emit(self, p, ctx):
+        index = ctx.position_index(p.position)
+        stmts = []
+        for ref in ctx.site_refs(p.site, p.layer, p.at):
+            target = f"{ref.code}{index or '[:]'}"
+            value = self._value(p, ctx, ref, index)
+            if p.mode == "add":
+                value = f"{target} + {p.coefficient!r} * {value}"
+            stmts.append(Stmt(f"{target} = {value}", ref.access))
+        return stmts
+
+    @staticmethod
+    def _value(p, ctx, ref, index) -> str:
+        if p.constant is not None:
+            return repr(p.constant)
+        source = ctx.input("value")
+        if p.mode != "patch":
+            return source
+        # Same layer (if the source stacks layers) and same position as the write.
+        layer = ctx.layer_index_into("value", ref.layer) if "layer" in ctx.in_axes("value") else ""
+        pos = index if "position" in ctx.in_axes("value") else ""
+        return f"{source}{layer}{pos}"
+

@@ -1,0 +1,138 @@
+"""The run directory: resolved config, program, tensors, plots, graph picture, manifest, COMPLETED.
+
+Invariants: every file is written atomically; `manifest.json` says `running` before the model is
+touched and `completed`/`failed` at the end; `COMPLETED` is written last and only on success, so a
+directory without it is never mistaken for a finished run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nnrun.atomic import atomic_write_text, sha256_file, write_tensors
+
+MANIFEST_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("nnrun", "nnsight", "torch", "transformers", "hydra-core", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            from nnrun import __version__
+
+            out[pkg] = __version__ if pkg == "nnrun" else "not installed"
+    return out
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class RunDir:
+    """One run's directory and its manifest, kept up to date on disk."""
+
+    path: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, experiment: dict[str, Any], model: dict[str, Any], stage: str,
+              overrides: list[str]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "COMPLETED").unlink(missing_ok=True)  # a re-run is incomplete until it ends
+        self.manifest = {"manifest_version": MANIFEST_VERSION, "status": "running",
+                         "stage": stage, "started_at": now(), "finished_at": None,
+                         "experiment": experiment, "model": model, "overrides": overrides,
+                         "versions": versions(), "timings_s": {}, "artifacts": [],
+                         "error": None}
+        self.save_manifest()
+
+    def save_manifest(self) -> None:
+        atomic_write_text(self.path / "manifest.json", json.dumps(self.manifest, indent=2) + "\n")
+
+    def write_text(self, name: str, text: str, kind: str, node: str | None = None) -> Path:
+        path = self.path / name
+        atomic_write_text(path, text)
+        self.record(path, kind, node)
+        return path
+
+    def record(self, path: Path, kind: str, node: str | None = None, **extra: Any) -> None:
+        self.manifest["artifacts"].append({
+            "path": str(path.relative_to(self.path)), "kind": kind, "node": node,
+            "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra})
+
+    def finish(self, error: dict[str, Any] | None = None) -> None:
+        self.manifest["status"] = "failed" if error else "completed"
+        self.manifest["error"] = error
+        self.manifest["finished_at"] = now()
+        self.save_manifest()
+        if error is None:
+            atomic_write_text(self.path / "COMPLETED", self.manifest["finished_at"] + "\n")
+
+
+@dataclass
+class ArtifactContext:
+    """What a sink node's `write_artifacts` may use: axes, tick labels, writers."""
+
+    run: RunDir
+    node_id: str
+    source_id: str
+    axes: tuple[str, ...]
+    coords: dict[str, list[str]]
+    metadata: dict[str, str]
+
+    def ticks(self, axis: str | None) -> list[str] | None:
+        return self.coords.get(axis) if axis else None
+
+    def default_title(self) -> str:
+        return f"{self.run.manifest['experiment']['name']}: {self.source_id}"
+
+    def source_label(self) -> str:
+        return self.source_id
+
+    def plot_stem(self, name: str) -> Path:
+        (self.run.path / "plots").mkdir(exist_ok=True)
+        return self.run.path / "plots" / name
+
+    def as_matrix(self, value, keep: tuple[str, ...]):
+        """Permute `value` to the `keep` axes; every other axis must have size 1."""
+        import torch
+
+        tensor = torch.as_tensor(value).detach().float().cpu()
+        others = [i for i, a in enumerate(self.axes) if a not in keep]
+        for i in others:
+            if tensor.shape[i] != 1:
+                from nnrun.errors import Issue, RunError
+
+                raise RunError(f"cannot plot node `{self.node_id}`:", [Issue(
+                    "plot_shape", f"axis `{self.axes[i]}` has size {tensor.shape[i]}; a plot over "
+                    f"({', '.join(keep)}) needs every other axis to have size 1", "",
+                    self.node_id, f"reduce it first, e.g. a `mean` node with axis: {self.axes[i]}")])
+        order = [self.axes.index(a) for a in keep] + others
+        return tensor.permute(*order).reshape([tensor.shape[self.axes.index(a)] for a in keep])
+
+    def write_value(self, name: str, value, axes: tuple[str, ...] | None = None) -> Path:
+        """Tensors → tensors/<name>.safetensors with metadata; token strings → .json."""
+        axes = tuple(axes or self.axes)
+        folder = self.run.path / "tensors"
+        folder.mkdir(exist_ok=True)
+        meta = {**self.metadata, "axes": ",".join(axes),
+                "coords": json.dumps({a: self.coords.get(a) for a in axes if a in self.coords})}
+        if isinstance(value, (list, str)):
+            path = folder / f"{name}.json"
+            atomic_write_text(path, json.dumps({"value": value, "metadata": meta}, indent=1))
+            self.run.record(path, "strings", self.node_id)
+            return path
+        path = folder / f"{name}.safetensors"
+        write_tensors(path, {name: value}, meta)
+        self.run.record(path, "tensor", self.node_id, shape=list(value.shape),
+                        dtype=str(value.dtype).replace("torch.", ""), axes=list(axes))
+        return path

@@ -1,0 +1,167 @@
+"""The stages of one job, in order: load → graph → bind → codegen → run → outputs.
+
+Invariant: validation and compilation finish before any weights are loaded, so a broken
+experiment (or a broken sweep point) fails in seconds; the run directory's manifest records the
+outcome of every run, failed ones included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnrun.bind import Binding, bind
+from nnrun.codegen import Program, generate
+from nnrun.errors import NnrunError
+from nnrun.graph import Graph, build_graph
+from nnrun.load import line_of, load_experiment
+from nnrun.models import ModelSpec, describe, load_model, load_tokenizer, model_info
+from nnrun.schema import ExperimentSpec
+
+STAGES = ("validate", "plan", "export", "run")
+
+
+@dataclass
+class Compiled:
+    spec: ExperimentSpec
+    model: ModelSpec
+    graph: Graph
+    binding: Binding | None = None
+    program: Program | None = None
+
+
+def model_spec(config: dict[str, Any]) -> ModelSpec:
+    from pydantic import ValidationError
+
+    from nnrun.errors import ConfigError, Issue
+
+    try:
+        return ModelSpec.model_validate(config.get("model") or {})
+    except ValidationError as err:
+        raise ConfigError("the `model` config has problems:", [Issue(
+            "invalid_model_config", e["msg"].lower(), "model." + ".".join(map(str, e["loc"])))
+            for e in err.errors()]) from None
+
+
+def validate(config: dict[str, Any], source: Path | None = None) -> Compiled:
+    """Schema + graph lint against the model's module tree (config only, no weights)."""
+    spec = load_experiment(config, source)
+    model = model_spec(config)
+    try:
+        graph = build_graph(spec, model_info(model))
+    except NnrunError as err:
+        err.issues = [i.located(str(source) if source else None, line_of(source, i.path))
+                      for i in err.issues]
+        raise
+    return Compiled(spec, model, graph)
+
+
+def compile_program(config: dict[str, Any], source: Path | None = None) -> Compiled:
+    """Validate, bind to the tokenizer and generate the program (still no weights)."""
+    compiled = validate(config, source)
+    try:
+        compiled.binding = bind(compiled.graph, load_tokenizer(compiled.model))
+        compiled.program = generate(compiled.graph, compiled.binding,
+                                    source.name if source else "")
+    except NnrunError as err:
+        err.issues = [i.located(str(source) if source else None, line_of(source, i.path))
+                      for i in err.issues]
+        raise
+    return compiled
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
+        overrides: list[str] | None = None) -> Path:
+    """The whole job: compile, load the model, execute, write the run directory."""
+    from nnrun.outputs import RunDir
+    from nnrun.writer import write_results, write_static
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    compiled = compile_program(config, source)
+    timings["compile"] = time.perf_counter() - t0
+    out = RunDir(run_dir)
+    out.start(experiment_record(compiled, config, source), describe(compiled.model), "run",
+              overrides or [])
+    try:
+        write_static(out, compiled, config)
+        t0 = time.perf_counter()
+        model = load_model(compiled.model)
+        timings["load_model"] = time.perf_counter() - t0
+        import torch
+
+        torch.manual_seed(int(config.get("seed", 0)))
+        from nnrun.run import execute
+
+        t0 = time.perf_counter()
+        values = execute(compiled.program, model)
+        timings["execute"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        write_results(out, compiled, values, config_hash(config))
+        timings["write"] = time.perf_counter() - t0
+    except BaseException as err:
+        out.manifest["timings_s"] = timings
+        out.finish(error_record(err))
+        raise
+    out.manifest["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
+    out.finish()
+    return run_dir
+
+
+def experiment_record(compiled: Compiled, config: dict[str, Any], source: Path | None):
+    return {"name": compiled.spec.name, "description": compiled.spec.description,
+            "file": str(source) if source else None, "params": compiled.spec.params,
+            "config_sha256": config_hash(config),
+            "program_sha256": hashlib.sha256(compiled.program.source.encode()).hexdigest()}
+
+
+def error_record(err: BaseException) -> dict[str, Any]:
+    if isinstance(err, NnrunError):
+        return {"type": type(err).__name__, "exit_code": err.exit_code, "message": str(err),
+                "node": next((i.node for i in err.issues if i.node), None)}
+    return {"type": type(err).__name__, "exit_code": 130 if isinstance(err, KeyboardInterrupt)
+            else 1, "message": str(err), "node": None}
+
+
+def run_stage(stage: str, config: dict[str, Any], run_dir: Path, source: Path | None,
+              overrides: list[str]) -> str:
+    """Run one stage and return the line(s) to print for the researcher."""
+    if stage == "validate":
+        c = validate(config, source)
+        return (f"ok: `{c.spec.name}` is valid ({len(c.graph.nodes)} nodes, "
+                f"{len(c.graph.scopes)} scopes, {len(c.spec.graph.edges)} edges; sites checked "
+                f"against {c.model.name})")
+    if stage == "plan":
+        from nnrun.plan import plan_report
+
+        return plan_report(compile_program(config, source))
+    if stage == "export":
+        from nnrun.export import export_script
+
+        c = compile_program(config, source)
+        target = Path(config.get("export_path") or run_dir / f"{c.spec.name}_standalone.py")
+        export_script(c, target, int(config.get("seed", 0)))
+        return (f"wrote {target}\n  run it with: python {target} [OUT_DIR]  "
+                "(needs only torch, transformers, nnsight)")
+    path = run(config, run_dir, source, overrides)
+    return summary(path)
+
+
+def summary(run_dir: Path) -> str:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    lines = [f"run directory: {run_dir}"]
+    for a in manifest["artifacts"]:
+        shape = f"  shape {tuple(a['shape'])}" if "shape" in a else ""
+        lines.append(f"  {a['path']:<40} {a['kind']:<8}{shape}")
+    lines.append(f"  {'manifest.json':<40} {manifest['status']}")
+    lines.append(f"  {'COMPLETED':<40} written last")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""The experiment format (version 1) as pydantic models; the JSON Schema for editors comes from here.
+
+Invariant: models are frozen and forbid unknown keys, so a typo is an error, never silently ignored.
+The node union is built from the node registry: a new node type needs no edit here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nnrun.nodes import REGISTRY
+from nnrun.nodes.base import NODE_ID_PATTERN
+
+FORMAT_VERSION = 1
+ScopeKind = Literal["session", "trace", "generate", "invoke", "step"]
+LOOP_VARIABLES = ("layer", "position", "prompt")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScopeSpec(_Strict):
+    """A context scope: session ⊃ trace/generate ⊃ invoke ⊃ step (one generation step)."""
+
+    id: str = Field(pattern=NODE_ID_PATTERN)
+    kind: ScopeKind
+    parent: str | None = Field(None, description="enclosing scope id")
+    input: str | list[str] | None = Field(
+        None, description="prompt(s) of an invoke; on a trace/generate: one implicit invoke")
+    foreach: dict[Literal["layer", "position", "prompt"], Any] | None = Field(
+        None, description="invoke only: expand into one invoke per point of this grid, "
+                          "e.g. {layer: all, position: all}; nodes refer to '{layer}'")
+    max_new_tokens: int | None = Field(None, ge=1, description="generate only")
+    steps: int | None = Field(None, ge=1, description="step only: how many generation steps")
+
+
+class EdgeSpec(_Strict):
+    """A data edge from a node's output to a port of another node (`dst: node.port`)."""
+
+    src: str = Field(description="producing node id")
+    dst: str = Field(description="`node.port`; a bare `node` means its port `in`")
+
+    @property
+    def dst_node(self) -> str:
+        return self.dst.split(".", 1)[0]
+
+    @property
+    def dst_port(self) -> str:
+        return self.dst.split(".", 1)[1] if "." in self.dst else "in"
+
+
+def _node_union() -> Any:
+    params = tuple(t.Params for t in REGISTRY.types())
+    if len(params) == 1:  # pydantic rejects a one-member discriminated union
+        return params[0]
+    return Annotated[Union[params], Field(discriminator="op")]  # noqa: UP007
+
+
+AnyNode = _node_union()
+
+
+class GraphSpec(_Strict):
+    scopes: list[ScopeSpec] = Field(default_factory=list)
+    nodes: list[AnyNode]  # type: ignore[valid-type]
+    edges: list[EdgeSpec] = Field(default_factory=list)
+
+
+class ExperimentSpec(_Strict):
+    """One experiment file: metadata, sweepable params and the graph."""
+
+    format: Literal[1] = Field(FORMAT_VERSION, description="experiment format version")
+    name: str
+    description: str = ""
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="sweepable values, referenced as ${params.x}")
+    graph: GraphSpec
+
+
+EXPERIMENT_KEYS = tuple(ExperimentSpec.model_fields)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of an experiment file, for editor autocompletion."""
+    return ExperimentSpec.model_json_schema()

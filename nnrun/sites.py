@@ -1,0 +1,101 @@
+"""Model-independent site names (`layer_output`, `logits`, ...) mapped to module paths per family.
+
+Invariant: a site resolves to exactly one (module path, input|output) pair for a given layer; raw
+module paths (`transformer.h.3.mlp`) pass through unchanged, so any module of any model is reachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Event = Literal["input", "output"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where the standard parts of one architecture family live."""
+
+    layers: str
+    attention: str
+    mlp: str
+    embeddings: str
+    final_norm: str
+    logits: str
+
+
+FAMILIES: dict[str, Family] = {
+    "gpt2": Family("transformer.h", "attn", "mlp", "transformer.wte", "transformer.ln_f", "lm_head"),
+    "gpt_neox": Family("gpt_neox.layers", "attention", "mlp", "gpt_neox.embed_in",
+                       "gpt_neox.final_layer_norm", "embed_out"),
+    "llama": Family("model.layers", "self_attn", "mlp", "model.embed_tokens", "model.norm",
+                    "lm_head"),
+}
+
+# transformers `config.model_type` → family; Llama-shaped decoders share one layout.
+MODEL_TYPES: dict[str, str] = {
+    "gpt2": "gpt2", "gpt_neox": "gpt_neox",
+    **{t: "llama" for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2",
+                            "olmo", "olmo2", "phi3", "smollm3")},
+}
+
+# site name → (description, needs a layer)
+SITES: dict[str, tuple[str, bool]] = {
+    "embeddings": ("token embeddings (output of the embedding module)", False),
+    "layer_input": ("residual stream entering block `layer`", True),
+    "layer_output": ("residual stream leaving block `layer`", True),
+    "attention_output": ("output of block `layer`'s attention (before the residual add)", True),
+    "mlp_output": ("output of block `layer`'s MLP (before the residual add)", True),
+    "final_norm": ("output of the final layer norm", False),
+    "logits": ("output of the unembedding (logits over the vocabulary)", False),
+}
+
+
+def is_named_site(site: str) -> bool:
+    return site in SITES
+
+
+def site_needs_layer(site: str) -> bool:
+    """Named per-layer sites and raw paths with a `{layer}` placeholder take a layer."""
+    return SITES[site][1] if site in SITES else "{layer}" in site
+
+
+def family_for(model_type: str) -> str | None:
+    return MODEL_TYPES.get(model_type)
+
+
+def resolve(site: str, family: str | None, at: Event = "output") -> tuple[str, Event]:
+    """Map a site to a module path template (with `{layer}` where per-layer) and an event.
+
+    Raises:
+        KeyError: a named site was used on a model whose family nnrun does not know.
+    """
+    if not is_named_site(site):
+        return site, at
+    if family is None:
+        raise KeyError(site)
+    fam = FAMILIES[family]
+    block = f"{fam.layers}.{{layer}}"
+    table: dict[str, tuple[str, Event]] = {
+        "embeddings": (fam.embeddings, "output"),
+        "layer_input": (block, "input"),
+        "layer_output": (block, "output"),
+        "attention_output": (f"{block}.{fam.attention}", "output"),
+        "mlp_output": (f"{block}.{fam.mlp}", "output"),
+        "final_norm": (fam.final_norm, "output"),
+        "logits": (fam.logits, "output"),
+    }
+    return table[site]
+
+
+def python_ref(module_path: str, layer_expr: str | None = None) -> str:
+    """Turn `transformer.h.{layer}.mlp` into `model.transformer.h[layer].mlp` for generated code."""
+    parts = []
+    for part in module_path.split("."):
+        if part == "{layer}":
+            parts.append(f"[{layer_expr}]")
+        elif part.isdigit():
+            parts.append(f"[{part}]")
+        else:
+            parts.append(f".{part}")
+    return "model" + "".join(parts)

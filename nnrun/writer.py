@@ -1,0 +1,90 @@
+"""Fill a run directory from a compiled experiment and the program's results.
+
+Invariant: sinks write only through `ArtifactContext` (atomic files, recorded in the manifest with
+their sha256); every tensor file carries str→str metadata naming node, op, site, layers, positions,
+config hash and versions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from nnrun.outputs import ArtifactContext, RunDir, versions
+
+
+def write_static(out: RunDir, compiled, config: dict[str, Any]) -> None:
+    """The resolved config, the program and the graph picture (before the model runs)."""
+    out.write_text("config.yaml", yaml.safe_dump(config, sort_keys=False), "config")
+    out.write_text("program.py", compiled.program.source, "program")
+    try:
+        for path in draw(compiled.graph, out.path / "graph", compiled.binding):
+            out.record(path, "graph")
+    except Exception as err:  # a picture must never cost the researcher their results
+        out.manifest.setdefault("warnings", []).append(f"graph picture failed: {err}")
+
+
+def draw(graph, stem, binding=None):
+    from nnrun.graph_picture import draw_graph
+
+    scopes = []
+    for s in graph.spec.graph.scopes:
+        item = {"id": s.id, "kind": s.kind, "parent": s.parent}
+        if s.foreach and binding and s.id in binding.invokes:
+            b = binding.invokes[s.id]
+            item["foreach"] = " × ".join(b.loop_vars) + f" ({len(b.points)} points)"
+        scopes.append(item)
+    nodes = [{"id": n.id, "op": n.type.op, "kind": n.type.kind, "scope": n.scope}
+             for n in graph.nodes.values()]
+    edges = [{"src": e.src, "dst": e.dst_node, "port": e.dst_port} for e in graph.spec.graph.edges]
+    return draw_graph(scopes, nodes, edges, stem, title=graph.spec.name)
+
+
+def write_results(out: RunDir, compiled, values: dict[str, Any], config_hash: str) -> None:
+    """Let every sink node write its artifacts from its input's value."""
+    graph, binding = compiled.graph, compiled.binding
+    for node in graph.nodes.values():
+        if not node.type.is_sink:
+            continue
+        src = next(iter(node.inputs.values()))[0]
+        ctx = ArtifactContext(out, node.id, src, graph.axes[src], binding.node_coords[src],
+                              metadata(compiled, src, config_hash))
+        recorded = {a["path"] for a in out.manifest["artifacts"]}
+        for path in node.type.write_artifacts(node.params, values[src], ctx):
+            if str(path.relative_to(out.path)) not in recorded:
+                out.record(path, "plot", node.id)
+
+
+def metadata(compiled, node_id: str, config_hash: str) -> dict[str, str]:
+    """str→str safetensors metadata describing where a value came from."""
+    graph, binding = compiled.graph, compiled.binding
+    node = graph.nodes[node_id]
+    chain = _upstream_reads(graph, node_id)
+    meta = {"node": node_id, "op": node.type.op, "experiment": compiled.spec.name,
+            "model": compiled.model.path, "config_sha256": config_hash,
+            "versions": json.dumps(versions(), sort_keys=True)}
+    reads = [graph.nodes[r].params for r in chain]
+    if reads:
+        meta["site"] = ",".join(sorted({p.site for p in reads}))
+        meta["layers"] = json.dumps({p.id: p.layer for p in reads})
+        meta["positions"] = json.dumps({p.id: p.position for p in reads})
+    invoke_coords = {k: v for k, v in binding.node_coords.get(node_id, {}).items()
+                     if k in ("position",)}
+    if invoke_coords:
+        meta["resolved_positions"] = json.dumps(invoke_coords)
+    return meta
+
+
+def _upstream_reads(graph, node_id: str) -> list[str]:
+    seen, stack, reads = set(), [node_id], []
+    while stack:
+        nid = stack.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        if hasattr(graph.nodes[nid].params, "site"):
+            reads.append(nid)
+        stack += [s for srcs in graph.nodes[nid].inputs.values() for s in srcs]
+    return sorted(reads)
