@@ -1,0 +1,165 @@
+"""Every intervention nnrun compiles equals an independent plain-torch-hooks implementation.
+
+The reference never touches nnrun or nnsight: it loads the same weights with transformers, registers
+forward hooks, and runs one forward pass per patch point (fp32, eager attention).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nnrun.pipeline import compile_program
+from nnrun.run import execute
+from nnrun.models import ModelSpec, load_model, resolve_path
+
+CLEAN = "the eiffel tower is in the city of"
+CORRUPT = "the colosseum tower is in the city of"
+BLOCKS = {"tiny-gpt2": "transformer.h", "tiny-llama": "model.layers"}
+
+
+def experiment(graph: dict, **params) -> dict:
+    return {"format": 1, "name": "t", "params": params, "graph": graph}
+
+
+def patching_config(model: str) -> dict:
+    graph = {
+        "scopes": [
+            {"id": "clean_run", "kind": "trace", "input": CLEAN},
+            {"id": "patched", "kind": "trace"},
+            {"id": "point", "kind": "invoke", "parent": "patched", "input": CORRUPT,
+             "foreach": {"layer": "all", "position": "all"}}],
+        "nodes": [
+            {"id": "clean_resid", "op": "read", "site": "layer_output", "layer": "all",
+             "scope": "clean_run"},
+            {"id": "patch", "op": "write", "site": "layer_output", "layer": "{layer}",
+             "position": "{position}", "mode": "patch", "scope": "point"},
+            {"id": "logits", "op": "read", "site": "logits", "position": "last", "scope": "point"},
+            {"id": "effect", "op": "logit_diff", "answer": " paris", "foil": " rome"},
+            {"id": "out", "op": "save"}],
+        "edges": [{"src": "clean_resid", "dst": "patch.value"},
+                  {"src": "logits", "dst": "effect.logits"}, {"src": "effect", "dst": "out"}]}
+    return {**experiment(graph), "model": {"name": model, "path": f"builtin:{model}"}}
+
+
+def hf_model(model: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_path(ModelSpec(name=model, path=f"builtin:{model}"))
+    hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    return hf, AutoTokenizer.from_pretrained(path)
+
+
+def blocks(hf, model: str):
+    return hf.get_submodule(BLOCKS[model])
+
+
+def reference_patching(model: str) -> torch.Tensor:
+    """Plain hooks: cache clean block outputs, then one patched forward per (layer, position)."""
+    hf, tok = hf_model(model)
+    ids = lambda s: tok(s, return_tensors="pt")["input_ids"]  # noqa: E731
+    a, f = tok(" paris")["input_ids"][0], tok(" rome")["input_ids"][0]
+    cache = {}
+    hooks = [b.register_forward_hook(lambda m, i, o, k=k: cache.__setitem__(k, o.detach()))
+             for k, b in enumerate(blocks(hf, model))]
+    with torch.no_grad():
+        hf(ids(CLEAN))
+    for h in hooks:
+        h.remove()
+    n_layers, n_tokens = len(cache), ids(CORRUPT).shape[1]
+    out = torch.zeros(n_layers, n_tokens, 1)
+    for layer in range(n_layers):
+        for pos in range(n_tokens):
+            def patch(m, i, o, layer=layer, pos=pos):
+                o = o.clone()
+                o[:, pos] = cache[layer][:, pos]
+                return o
+            h = blocks(hf, model)[layer].register_forward_hook(patch)
+            with torch.no_grad():
+                logits = hf(ids(CORRUPT)).logits[:, -1]
+            h.remove()
+            out[layer, pos] = logits[:, a] - logits[:, f]
+    return out
+
+
+def run_nnrun(config: dict) -> dict:
+    compiled = compile_program(config)
+    return execute(compiled.program, load_model(compiled.model))
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+def test_patching_matches_plain_hooks(model):
+    got = run_nnrun(patching_config(model))["effect"]
+    want = reference_patching(model)
+    assert got.shape == want.shape == (2, 8, 1)
+    assert (got - want).abs().max().item() <= 1e-5
+    assert want.std() > 0  # the comparison is not between two constants
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+def test_read_equals_hooks_and_zero_write_is_identity_free(model):
+    """Reads of every named site equal hook captures exactly (torch.equal)."""
+    graph = {"scopes": [{"id": "t", "kind": "trace", "input": CLEAN}],
+             "nodes": [{"id": "mlp", "op": "read", "site": "mlp_output", "layer": 1, "scope": "t"},
+                       {"id": "attn", "op": "read", "site": "attention_output", "layer": 0,
+                        "scope": "t"},
+                       {"id": "resid_in", "op": "read", "site": "layer_input", "layer": 1,
+                        "scope": "t"},
+                       {"id": "logits", "op": "read", "site": "logits", "scope": "t"},
+                       *[{"id": f"s{i}", "op": "save"} for i in range(4)]],
+             "edges": [{"src": s, "dst": f"s{i}"} for i, s in
+                       enumerate(["mlp", "attn", "resid_in", "logits"])]}
+    got = run_nnrun({**experiment(graph), "model": {"name": model, "path": f"builtin:{model}"}})
+    hf, tok = hf_model(model)
+    cap = {}
+    layers = blocks(hf, model)
+    attn = layers[0].attn if model == "tiny-gpt2" else layers[0].self_attn
+    hs = [layers[1].mlp.register_forward_hook(lambda m, i, o: cap.__setitem__("mlp", o)),
+          attn.register_forward_hook(lambda m, i, o: cap.__setitem__("attn", o[0])),
+          layers[1].register_forward_pre_hook(lambda m, a: cap.__setitem__("resid_in", a[0]))]
+    with torch.no_grad():
+        cap["logits"] = hf(tok(CLEAN, return_tensors="pt")["input_ids"]).logits
+    for h in hs:
+        h.remove()
+    for key in cap:
+        assert torch.equal(got[key], cap[key]), key
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+def test_steering_add_and_zero_ablation_match_hooks(model):
+    """`write mode=add` of a read vector and `replace constant=0` equal hook edits."""
+    graph = {"scopes": [{"id": "src", "kind": "trace", "input": CLEAN},
+                        {"id": "t", "kind": "trace", "input": CORRUPT}],
+             "nodes": [{"id": "vec", "op": "read", "site": "layer_output", "layer": 0,
+                        "position": "last", "scope": "src"},
+                       {"id": "steer", "op": "write", "site": "layer_output", "layer": 0,
+                        "position": "all", "mode": "add", "coefficient": 2.5, "scope": "t"},
+                       {"id": "ablate", "op": "write", "site": "mlp_output", "layer": 1,
+                        "position": 2, "constant": 0.0, "scope": "t"},
+                       {"id": "logits", "op": "read", "site": "logits", "scope": "t"},
+                       {"id": "out", "op": "save"}],
+             "edges": [{"src": "vec", "dst": "steer.value"}, {"src": "logits", "dst": "out"}]}
+    got = run_nnrun({**experiment(graph), "model": {"name": model, "path": f"builtin:{model}"}})
+    hf, tok = hf_model(model)
+    ids = lambda s: tok(s, return_tensors="pt")["input_ids"]  # noqa: E731
+    layers = blocks(hf, model)
+    cap = {}
+    h = layers[0].register_forward_hook(lambda m, i, o: cap.__setitem__("v", o[:, -1].clone()))
+    with torch.no_grad():
+        hf(ids(CLEAN))
+    h.remove()
+    hs = [layers[0].register_forward_hook(lambda m, i, o: o + 2.5 * cap["v"]),
+          layers[1].mlp.register_forward_hook(lambda m, i, o: _zero_pos(o, 2))]
+    with torch.no_grad():
+        want = hf(ids(CORRUPT)).logits
+    for h in hs:
+        h.remove()
+    assert (got["logits"] - want).abs().max().item() <= 1e-5
+
+
+def _zero_pos(o, pos):
+    o = o.clone()
+    o[:, pos] = 0
+    return o
