@@ -68,6 +68,7 @@ def metadata(compiled, node_id: str, config_hash: str) -> dict[str, str]:
     reads = [graph.nodes[r].params for r in chain]
     if reads:
         meta["site"] = ",".join(sorted({p.site for p in reads}))
+        meta["writes"] = ",".join(p.id for p in reads if p.op == "write")
         meta["layers"] = json.dumps({p.id: p.layer for p in reads})
         meta["positions"] = json.dumps({p.id: p.position for p in reads})
     invoke_coords = {k: v for k, v in binding.node_coords.get(node_id, {}).items()
@@ -87,4 +88,8 @@ def _upstream_reads(graph, node_id: str) -> list[str]:
         if hasattr(graph.nodes[nid].params, "site"):
             reads.append(nid)
         stack += [s for srcs in graph.nodes[nid].inputs.values() for s in srcs]
+    # Writes in the same invoke shaped the value too (e.g. the patch behind patched logits).
+    invokes = {graph.invoke_of(graph.nodes[r].scope).id for r in reads}
+    reads += [n.id for n in graph.nodes.values() if n.type.touches_model and n.id not in reads
+              and graph.invoke_of(n.scope).id in invokes]
     return sorted(reads)

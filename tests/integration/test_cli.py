@@ -1,0 +1,109 @@
+"""End-to-end: the `nnrun` command writes complete run directories; export reproduces tensors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def nnrun(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def patching_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cli")
+    proc = nnrun("experiment=patching", f"hydra.run.dir={work / 'run'}", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    return work, work / "run", proc
+
+
+def test_run_directory_is_complete(patching_run):
+    work, run, proc = patching_run
+    assert f"run directory: {run}" in proc.stdout
+    for name in ["COMPLETED", "manifest.json", "config.yaml", "program.py", "graph.png",
+                 "graph.svg", "plots/heatmap.png", "plots/heatmap.svg",
+                 "tensors/save_effect.safetensors", ".hydra/config.yaml"]:
+        assert (run / name).is_file(), name
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["model"]["path"] and manifest["model"]["dtype"] == "float32"
+    assert {"nnsight", "torch", "transformers"} <= set(manifest["versions"])
+    for artifact in manifest["artifacts"]:
+        assert len(artifact["sha256"]) == 64 and (run / artifact["path"]).is_file()
+    assert not list(run.rglob(".tmp-*")), "temporary files left behind"
+
+
+def test_tensor_metadata_names_its_origin(patching_run):
+    from safetensors import safe_open
+
+    _, run, _ = patching_run
+    with safe_open(run / "tensors/save_effect.safetensors", "pt") as f:
+        meta = f.metadata()
+        shape = f.get_tensor("save_effect").shape
+    assert meta["node"] == "effect" and meta["op"] == "logit_diff"
+    assert meta["axes"] == "layer,position,batch"
+    assert "layer_output" in meta["site"] and "config_sha256" in meta
+    coords = json.loads(meta["coords"])
+    assert len(coords["position"]) == shape[1] and coords["position"][0] == "0:the"
+
+
+def test_export_reproduces_tensors_exactly(patching_run, tmp_path):
+    work, run, _ = patching_run
+    script = tmp_path / "standalone.py"
+    proc = nnrun("experiment=patching", "stage=export", f"export_path={script}",
+                 f"hydra.run.dir={tmp_path / 'x'}", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert "import nnrun" not in script.read_text() and "from nnrun" not in script.read_text()
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = load_file(out / "save_effect.safetensors")["save_effect"]
+    want = load_file(run / "tensors/save_effect.safetensors")["save_effect"]
+    assert got.shape == want.shape and got.equal(want)
+
+
+def test_validate_needs_no_weights_and_user_experiments_are_found(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    shutil.copy(REPO / "experiments" / "patching.yaml", tmp_path / "experiments" / "my_exp.yaml")
+    proc = nnrun("experiment=my_exp", "stage=validate", f"hydra.run.dir={tmp_path / 'v'}",
+                 cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "is valid" in proc.stdout
+    assert not (tmp_path / "v" / "COMPLETED").exists()
+
+
+def test_plan_reports_shapes(tmp_path):
+    proc = nnrun("experiment=patching", "stage=plan", f"hydra.run.dir={tmp_path / 'p'}",
+                 cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "(layer, position, batch) = (2, 8, 1)" in proc.stdout
+
+
+def test_multirun_two_points(tmp_path):
+    proc = nnrun("-m", "experiment=patching", "params.foil= rome, london",
+                 f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "COMPLETED").is_file()
+    a = load_file(tmp_path / "sweep/0/tensors/save_effect.safetensors")["save_effect"]
+    b = load_file(tmp_path / "sweep/1/tensors/save_effect.safetensors")["save_effect"]
+    assert not a.equal(b)
+
+
+def test_runs_from_another_directory_with_llama(tmp_path):
+    proc = nnrun("experiment=patching", "model=tiny_llama", "stage=validate",
+                 f"hydra.run.dir={tmp_path / 'r'}", cwd=Path("/"))
+    assert proc.returncode == 0, proc.stderr
