@@ -1,0 +1,26 @@
+# Set-up is part of every target: a fresh clone needs nothing but python3 (>= 3.10).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup clean
+
+# Run the main job: activation patching on the bundled model, into outputs/.
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/nnrun experiment=patching
+
+# Run the test suite (what CI runs).
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+setup: $(STAMP)
+
+# torch is pinned by constraints.txt: a bare `torch` would pull several GB of CUDA packages.
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,cluster]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) outputs/2* outputs/multirun
