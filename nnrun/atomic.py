@@ -27,6 +27,18 @@ _TMP_PREFIX = ".tmp-"
 _HASH_CHUNK = 1 << 20
 
 
+def _default_file_mode() -> int:
+    """Permissions an ordinary ``open(path, "w")`` would give a new file."""
+    umask = os.umask(0)  # the only portable way to read the umask is to set it
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# mkstemp creates files as 0600; without this, every artefact of a run would be
+# unreadable to collaborators. Read once, at import, before any threads exist.
+_FILE_MODE = _default_file_mode()
+
+
 def _fsync_dir(directory: Path) -> None:
     """Flush a directory entry so a completed rename survives power loss.
 
@@ -51,7 +63,7 @@ def _fsync_file(path: Path) -> None:
     Args:
         path: The file to flush.
     """
-    with open(path, "rb") as handle:
+    with open(path, "r+b") as handle:  # writable, because Windows refuses fsync otherwise
         os.fsync(handle.fileno())
 
 
@@ -87,6 +99,7 @@ def _commit(tmp: Path, target: Path) -> None:
         tmp: The temporary file, already fsynced.
         target: The final destination.
     """
+    os.chmod(tmp, _FILE_MODE)
     os.replace(tmp, target)
     _fsync_dir(target.parent)
 
@@ -175,11 +188,11 @@ def _check_metadata(metadata: dict[str, str]) -> None:
     """
     for key, value in metadata.items():
         if not isinstance(key, str):
-            raise TypeError(f"safetensors metadata key {key!r} must be str, got {type(key).__name__}")
+            kind = type(key).__name__
+            raise TypeError(f"safetensors metadata key {key!r} must be str, not {kind}")
         if not isinstance(value, str):
-            raise TypeError(
-                f"safetensors metadata value for key {key!r} must be str, got {type(value).__name__}"
-            )
+            kind = type(value).__name__
+            raise TypeError(f"safetensors metadata value for key {key!r} must be str, not {kind}")
 
 
 def write_tensors(

@@ -53,6 +53,10 @@ class _Box:
         inside_x = self.x0 - margin <= x <= self.x1 + margin
         return inside_x and self.y0 - margin <= y <= self.y1 + margin
 
+    def shifted(self, dx: float) -> _Box:
+        """The same box moved ``dx`` to the right."""
+        return _Box(self.x0 + dx, self.y0, self.x1 + dx, self.y1)
+
     @staticmethod
     def around(boxes: list[_Box]) -> _Box:
         """The smallest box holding all ``boxes`` (a small placeholder when there are none)."""
@@ -166,14 +170,16 @@ def _layout(scopes: list[dict], nodes: list[dict], edges: list[dict]) -> _Placer
                   _text_width(n["op"], OP_FONT, family="monospace")) for n in nodes]
     placer = _Placer(children, members, level, label_w, node_w=max([0.7] + text_w) + 0.3)
     y = 0.0
-    for root in children[None]:
+    for root in children[None]:  # top-level scopes stack downwards in their own bands
         y = placer.place(root, y).y1 + ROW_GAP
     if len(placer.scopes) < len(scopes):
         raise ValueError("scope parents form a cycle")
-    model_x1 = max((placer.scopes[r].x1 for r in children[None]), default=0.0)
-    # Top-aligned beside the model scopes, unless a wide scope label reaches into it.
-    if members[AFTER] and placer.place(AFTER, 0.0).x0 < model_x1:
-        placer.place(AFTER, y)
+    if members[AFTER]:  # top-aligned, right of the model scopes
+        after = placer.place(AFTER, 0.0)
+        model_x1 = max((placer.scopes[r].x1 for r in children[None]), default=after.x0)
+        dx = max(0.0, model_x1 + 2 * PAD - after.x0)  # clear of any wide scope label
+        placer.scopes[AFTER] = after.shifted(dx)
+        placer.nodes.update({n: placer.nodes[n].shifted(dx) for n in members[AFTER]})
     return placer
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -109,7 +109,8 @@ def _as_array(values: torch.Tensor | np.ndarray, ndims: tuple[int, ...]) -> np.n
         values = values.detach().to("cpu").double().numpy()
     array = np.asarray(values, dtype=np.float64)
     if array.ndim not in ndims:
-        raise ValueError(f"expected a tensor with {' or '.join(map(str, ndims))} dims, got shape {array.shape}")
+        allowed = " or ".join(map(str, ndims))
+        raise ValueError(f"expected a tensor with {allowed} dims, got shape {array.shape}")
     return array
 
 
@@ -123,6 +124,9 @@ def _labels(ticks: Sequence[str] | None, n: int, axis: str) -> list[str]:
 
     Returns:
         ``n`` escaped labels.
+
+    Raises:
+        ValueError: If the number of labels does not match ``n``.
     """
     if ticks is None:
         return [str(i) for i in range(n)]
@@ -144,8 +148,8 @@ def _set_ticks(ax: Axes, axis: str, labels: list[str]) -> None:
     shown = [labels[i] for i in positions]
     if axis == "x":
         long = any(len(label) > _LONG_TICK for label in shown)
-        ax.set_xticks(positions, shown, rotation=45 if long else 0, ha="right" if long else "center",
-                      rotation_mode="anchor")
+        ax.set_xticks(positions, shown, rotation=45 if long else 0,
+                      ha="right" if long else "center", rotation_mode="anchor")
     else:
         ax.set_yticks(positions, shown)
 
@@ -180,6 +184,9 @@ def heatmap(
 
     Returns:
         The PNG path and the SVG path.
+
+    Raises:
+        ValueError: If ``values`` is not 2-D or a tick list has the wrong length.
     """
     import matplotlib
 
@@ -229,6 +236,9 @@ def line(
 
     Returns:
         The PNG path and the SVG path.
+
+    Raises:
+        ValueError: If ``values`` is not 1-D or 2-D, or a label list has the wrong length.
     """
     data = np.atleast_2d(_as_array(values, (1, 2)))
     n_series, n_x = data.shape
@@ -237,7 +247,7 @@ def line(
     fig = new_figure(_clamp(3.0 + 0.3 * n_x, 5.0, 14.0), 4.0)
     ax = fig.add_subplot()
     xs = np.arange(n_x)
-    for series, name in zip(data, names):
+    for series, name in zip(data, names, strict=True):
         ax.plot(xs, series, marker="o", markersize=4, linewidth=1.5, label=name)
     if n_series > 1:
         ax.legend(frameon=False)
@@ -249,7 +259,7 @@ def line(
     return save_figure(fig, out_stem)
 
 
-def _series_names(labels: list[str] | None, n: int) -> list[Any]:
+def _series_names(labels: list[str] | None, n: int) -> list[str]:
     """Validate series names, defaulting to ``series i``.
 
     Args:
@@ -258,6 +268,9 @@ def _series_names(labels: list[str] | None, n: int) -> list[Any]:
 
     Returns:
         ``n`` escaped names.
+
+    Raises:
+        ValueError: If the number of names does not match ``n``.
     """
     if labels is None:
         return [f"series {i}" for i in range(n)]

@@ -40,6 +40,18 @@ def test_text_round_trip_overwrites(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_permissions_match_an_ordinary_write(tmp_path: Path) -> None:
+    ordinary = tmp_path / "ordinary.txt"
+    ordinary.write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    with atomic_writer(tmp_path / "writer.bin") as tmp:
+        tmp.write_bytes(b"x")
+    expected = ordinary.stat().st_mode
+    assert (tmp_path / "atomic.txt").stat().st_mode == expected
+    assert (tmp_path / "writer.bin").stat().st_mode == expected
+
+
 def test_failed_replace_leaves_original_and_no_temp(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -77,19 +89,17 @@ def test_writer_explicit_suffix(tmp_path: Path) -> None:
 def test_writer_failure_midway_leaves_original(tmp_path: Path) -> None:
     target = tmp_path / "keep.bin"
     target.write_bytes(b"original")
-    with pytest.raises(RuntimeError, match="midway"):
-        with atomic_writer(target) as tmp:
-            tmp.write_bytes(b"half of the new")
-            raise RuntimeError("midway")
+    with pytest.raises(RuntimeError, match="midway"), atomic_writer(target) as tmp:
+        tmp.write_bytes(b"half of the new")
+        raise RuntimeError("midway")
     assert target.read_bytes() == b"original"
     assert _leftovers(tmp_path) == []
 
 
 def test_writer_failure_without_original(tmp_path: Path) -> None:
     target = tmp_path / "never.bin"
-    with pytest.raises(ValueError):
-        with atomic_writer(target):
-            raise ValueError
+    with pytest.raises(ValueError), atomic_writer(target):
+        raise ValueError
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
 
