@@ -112,6 +112,9 @@ def load_model(spec: ModelSpec):
     from nnsight import TransformersModel
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one progress bar per sweep job buries the results
     tokenizer = load_tokenizer(spec)
     try:
         hf = AutoModelForCausalLM.from_pretrained(

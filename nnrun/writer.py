@@ -51,8 +51,9 @@ def write_results(out: RunDir, compiled, values: dict[str, Any], config_hash: st
         src = next(iter(node.inputs.values()))[0]
         ctx = ArtifactContext(out, node.id, src, graph.axes[src], binding.node_coords[src],
                               metadata(compiled, src, config_hash))
+        paths = node.type.write_artifacts(node.params, values[src], ctx)
         recorded = {a["path"] for a in out.manifest["artifacts"]}
-        for path in node.type.write_artifacts(node.params, values[src], ctx):
+        for path in paths:
             if str(path.relative_to(out.path)) not in recorded:
                 out.record(path, "plot", node.id)
 

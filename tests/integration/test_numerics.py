@@ -163,3 +163,24 @@ def _zero_pos(o, pos):
     o = o.clone()
     o[:, pos] = 0
     return o
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+def test_generation_step_logits_match_transformers_generate(model):
+    """Per-step logits read in a `step` scope equal transformers' greedy `generate` logits."""
+    graph = {"scopes": [{"id": "gen", "kind": "generate", "max_new_tokens": 3},
+                        {"id": "inv", "kind": "invoke", "parent": "gen", "input": CLEAN},
+                        {"id": "steps", "kind": "step", "parent": "inv", "steps": 3}],
+             "nodes": [{"id": "logits", "op": "read", "site": "logits", "position": "last",
+                        "scope": "steps"}, {"id": "out", "op": "save"}],
+             "edges": [{"src": "logits", "dst": "out"}]}
+    got = run_nnrun({**experiment(graph), "model": {"name": model, "path": f"builtin:{model}"}})
+    hf, tok = hf_model(model)
+    ids = tok(CLEAN, return_tensors="pt")
+    with torch.no_grad():
+        gen = hf.generate(**ids, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                          output_logits=True, return_dict_in_generate=True,
+                          pad_token_id=tok.pad_token_id)
+    want = torch.stack(gen.logits)  # (step, batch, vocab)
+    assert got["logits"].shape == want.shape
+    assert (got["logits"] - want).abs().max().item() <= 1e-5
