@@ -127,6 +127,23 @@ def load_model(spec: ModelSpec):
     return _LOADED[key]
 
 
+def load_lazy(spec: ModelSpec):
+    """nnsight's lazy wrapper: modules on the meta device, no weights (for `scan`).
+
+    nnsight's meta path passes trust_remote_code=True internally; that is safe here only because
+    `load_config` (called by every stage first) already refused remote code unless the config
+    allows it.
+    """
+    from nnsight import TransformersModel
+
+    path = resolve_path(spec)
+    try:
+        return TransformersModel(path, task="text-generation", tokenizer=load_tokenizer(spec),
+                                 revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _unavailable(spec, err) from err
+
+
 def describe(spec: ModelSpec) -> dict[str, Any]:
     """Model facts for the manifest (path, revision, dtype, device, commit if known)."""
     path = resolve_path(spec)

@@ -1,42 +1,60 @@
-"""`stage=plan`: what a run would compute and save, without loading any weights.
+"""`stage=plan`: run the compiled program under nnsight's `scan` (fake tensors, no weights) and
+report what a real run would compute and keep.
 
-Invariant: shapes come from the model's config and the bound prompts (no weights are read); the
-report lists every value the sinks receive with its axes, shape and bytes, and the program's size.
+Invariant: no weights are loaded; a program that would fail at run time with an out-of-order access
+or a shape mismatch fails here the same way (as a RunError naming the node). Generation programs
+cannot be scanned (nnsight limitation), so their shapes are derived from the config instead.
 """
 
 from __future__ import annotations
 
 
+class ScanModel:
+    """Forwards everything to a lazy nnsight model, except that `trace` becomes `scan`."""
+
+    def __init__(self, lazy) -> None:
+        self._lazy = lazy
+
+    def __getattr__(self, name):
+        return self._lazy.scan if name == "trace" else getattr(self._lazy, name)
+
+
 def plan_report(compiled) -> str:
-    graph, binding, info = compiled.graph, compiled.binding, compiled.graph.info
-    sizes = {"hidden": info.hidden_size, "vocab": info.vocab_size, "layer": info.n_layers}
-    lines = [f"plan for `{compiled.spec.name}` on {compiled.model.name}:"]
-    for trace in compiled.program.schedule.traces:
+    from nnrun.models import load_lazy
+    from nnrun.run import execute
+
+    schedule = compiled.program.schedule
+    lines = [f"plan for `{compiled.spec.name}` on {compiled.model.name} (no weights loaded):"]
+    for trace in schedule.traces:
         n = sum(len(p.binding.points) for p in trace.invokes)
-        lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {len(trace.invokes)} invoke "
-                     f"scope(s), {n} invoke(s) in one batched forward pass")
+        lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {n} invoke(s) in one batched "
+                     "forward pass")
+    if any(t.scope.kind == "generate" for t in schedule.traces):
+        shapes = {nid: _derived_shape(compiled, nid) for nid in schedule.returns}
+        lines.append("  (generation cannot be scanned; shapes derived from the config)")
+    else:
+        values = execute(compiled.program, ScanModel(load_lazy(compiled.model)))
+        shapes = {nid: list(getattr(values[nid], "shape", [])) for nid in schedule.returns}
+    itemsize = {"float32": 4, "float64": 8}.get(compiled.model.dtype, 2)
     total = 0
-    for nid in compiled.program.schedule.returns:
-        shape = _shape(graph, binding, nid, sizes)
+    for nid, shape in shapes.items():
         count = 1
         for s in shape:
             count *= s
-        total += count * 4
-        axes = graph.axes[nid]
-        lines.append(f"  {nid:<20} ({', '.join(axes)}) = {tuple(shape)}  ~{count * 4:,} bytes")
-    lines.append(f"  total kept after the run: ~{total:,} bytes (float32)")
-    lines.append(f"  program: {len(compiled.program.source.splitlines())} lines")
+        total += count * itemsize
+        axes = compiled.graph.axes[nid]
+        lines.append(f"  {nid:<20} ({', '.join(axes)}) = {tuple(shape)}  {count * itemsize:,} B")
+    lines.append(f"  kept after the run: {total:,} bytes; program.py: "
+                 f"{len(compiled.program.source.splitlines())} lines")
     return "\n".join(lines)
 
 
-def _shape(graph, binding, nid, sizes) -> list[int]:
-    coords = binding.node_coords.get(nid, {})
-    shape = []
-    for axis in graph.axes[nid]:
-        if axis in coords:
-            shape.append(len(coords[axis]))
-        elif axis == "batch":
-            shape.append(1)
-        else:
-            shape.append(sizes.get(axis, 1))
-    return shape
+def _derived_shape(compiled, nid) -> list[int]:
+    info, coords = compiled.graph.info, compiled.binding.node_coords.get(nid, {})
+    sizes = {"hidden": info.hidden_size, "vocab": info.vocab_size, "batch": 1}
+    loops = {}
+    for plan in (p for t in compiled.program.schedule.traces for p in t.invokes):
+        if plan.step is not None:
+            loops["step"] = plan.step.steps
+    return [len(coords[a]) if a in coords else loops.get(a, sizes.get(a, 1))
+            for a in compiled.graph.axes[nid]]

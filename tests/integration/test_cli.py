@@ -90,6 +90,7 @@ def test_plan_reports_shapes(tmp_path):
                  cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "(layer, position, batch) = (2, 8, 1)" in proc.stdout
+    assert "no weights loaded" in proc.stdout
 
 
 def test_multirun_two_points(tmp_path):
