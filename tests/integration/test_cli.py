@@ -108,3 +108,23 @@ def test_runs_from_another_directory_with_llama(tmp_path):
     proc = nnrun("experiment=patching", "model=tiny_llama", "stage=validate",
                  f"hydra.run.dir={tmp_path / 'r'}", cwd=Path("/"))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_runtime_failure_names_the_node_and_leaves_no_completed(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "broken.yaml").write_text(
+        "format: 1\nname: broken\ngraph:\n"
+        "  scopes: [{id: t, kind: trace, input: the cat sat}]\n"
+        "  nodes:\n"
+        "    - {id: resid, op: read, site: layer_output, layer: 0, scope: t}\n"
+        "    - {id: pick, op: select_position, position: 50}\n"
+        "    - {id: out, op: save}\n"
+        "  edges: [{src: resid, dst: pick}, {src: pick, dst: out}]\n")
+    run = tmp_path / "run"
+    proc = nnrun("experiment=broken", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 14, proc.stderr
+    assert "node `pick`" in proc.stderr and "[runtime_error]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["error"]["node"] == "pick"
+    assert not (run / "COMPLETED").exists()
