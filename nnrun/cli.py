@@ -104,17 +104,45 @@ def _to_container(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="pkg://nnrun.configs", config_name="config")
 def _hydra_entry(cfg: DictConfig) -> int:
+    from hydra.core.hydra_config import HydraConfig
+
     code = _job(cfg)
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
     _STATE["exit"] = max(_STATE["exit"], code)
-    _STATE["jobs"].append(code)
+    if hc.mode == RunMode.MULTIRUN:  # job.num and sweep.dir exist only in a multirun
+        _STATE["sweep_dir"] = hc.sweep.dir
+        _STATE["jobs"].append({"job": hc.job.num, "overrides": list(hc.overrides.task),
+                               "exit_code": code, "run_dir": hc.runtime.output_dir})
     return code
+
+
+def _sweep_summary() -> None:
+    """Table of every job (status, exit code, overrides) on stderr and in sweep_summary.json."""
+    import json
+
+    from nnrun.atomic import atomic_write_text
+
+    jobs = _STATE["jobs"]
+    for job in jobs:
+        manifest = Path(job["run_dir"]) / "manifest.json"
+        job["status"] = json.loads(manifest.read_text())["status"] if manifest.exists() else (
+            "ok" if job["exit_code"] == 0 else "failed")
+    failed = sum(1 for j in jobs if j["exit_code"])
+    print(f"nnrun: {len(jobs)} jobs, {failed} failed", file=sys.stderr)
+    for j in jobs:
+        print(f"  {j['job']:>4}  {j['status']:<10} exit {j['exit_code']:<4} "
+              f"{' '.join(j['overrides'])}", file=sys.stderr)
+    if _STATE.get("sweep_dir"):
+        atomic_write_text(Path(_STATE["sweep_dir"]) / "sweep_summary.json",
+                          json.dumps({"jobs": jobs, "failed": failed}, indent=2) + "\n")
 
 
 def main() -> None:
     """Console-script entry point (`nnrun ...`, `python -m nnrun ...`)."""
     _register_experiments()
     _hydra_entry()
-    if len(_STATE["jobs"]) > 1:
-        failed = sum(1 for c in _STATE["jobs"] if c)
-        print(f"nnrun: {len(_STATE['jobs'])} jobs, {failed} failed", file=sys.stderr)
+    if _STATE.get("sweep_dir"):
+        _sweep_summary()
     sys.exit(_STATE["exit"])

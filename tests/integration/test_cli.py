@@ -52,7 +52,7 @@ def test_tensor_metadata_names_its_origin(patching_run):
     with safe_open(run / "tensors/save_effect.safetensors", "pt") as f:
         meta = f.metadata()
         shape = f.get_tensor("save_effect").shape
-    assert meta["node"] == "effect" and meta["op"] == "logit_diff"
+    assert meta["node"] == "effect" and meta["op"] == "subtract"
     assert meta["axes"] == "layer,position,batch"
     assert "layer_output" in meta["site"] and "config_sha256" in meta
     coords = json.loads(meta["coords"])
@@ -102,6 +102,9 @@ def test_multirun_two_points(tmp_path):
     a = load_file(tmp_path / "sweep/0/tensors/save_effect.safetensors")["save_effect"]
     b = load_file(tmp_path / "sweep/1/tensors/save_effect.safetensors")["save_effect"]
     assert not a.equal(b)
+    summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
+    assert [j["status"] for j in summary["jobs"]] == ["completed", "completed"]
+    assert "2 jobs, 0 failed" in proc.stderr
 
 
 def test_runs_from_another_directory_with_llama(tmp_path):
