@@ -85,3 +85,9 @@ EXPERIMENT_KEYS = tuple(ExperimentSpec.model_fields)
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of an experiment file, for editor autocompletion."""
     return ExperimentSpec.model_json_schema()
+
+
+if __name__ == "__main__":  # python -m nnrun.schema > experiment.schema.json
+    import json
+
+    print(json.dumps(json_schema(), indent=2))

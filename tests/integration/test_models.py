@@ -1,0 +1,71 @@
+"""Model sources: local directories written by save_pretrained, hub ids offline, JSON experiments."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def nnrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_local_save_pretrained_directory(tmp_path):
+    from nnrun.tiny import ensure_tiny_model
+    import shutil
+
+    local = tmp_path / "my-model"
+    shutil.copytree(ensure_tiny_model("tiny-llama"), local)
+    proc = nnrun("experiment=patching", f"model.path={local}", "model.name=mine",
+                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["model"]["path"] == str(local) and manifest["model"]["config_sha256"]
+    assert "model.layers[layer]" in (tmp_path / "run" / "program.py").read_text()
+
+
+def test_hub_model_offline_is_a_clear_model_error(tmp_path):
+    proc = nnrun("experiment=patching", "model=gpt2", "model.path=nnrun-tests/does-not-exist",
+                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 13, proc.stderr
+    assert "nnrun-tests/does-not-exist" in proc.stderr and "[model_unavailable]" in proc.stderr
+    assert "hf download" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_local_directory(tmp_path):
+    proc = nnrun("experiment=patching", f"model.path={tmp_path / 'nope'}", "stage=validate",
+                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 13 and "[model_not_found]" in proc.stderr, proc.stderr
+
+
+def test_no_experiment_selected(tmp_path):
+    proc = nnrun(f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 10 and "experiment=patching" in proc.stderr, proc.stderr
+
+
+def test_json_experiment_file(tmp_path):
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(OmegaConf.load(REPO / "experiments" / "patching.yaml"))
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "as_json.json").write_text(json.dumps(data))
+    proc = nnrun("experiment=as_json", "stage=validate", f"hydra.run.dir={tmp_path / 'run'}",
+                 cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("model", ["tiny_gpt2", "tiny_llama"])
+def test_every_builtin_experiment_validates(tmp_path, model):
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        proc = nnrun(f"experiment={path.stem}", f"model={model}", "stage=validate",
+                     f"hydra.run.dir={tmp_path / path.stem}", cwd=tmp_path)
+        assert proc.returncode == 0, (path.name, proc.stderr)
