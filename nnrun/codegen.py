@@ -99,6 +99,12 @@ class EmitContext:
             refs.append(SiteRef(Access(module, event), code, value))
         return refs
 
+    def module_code(self, site: str) -> str:
+        """Code calling a whole module, e.g. `model.transformer.ln_f` for `final_norm`."""
+        info = self.graph.info
+        template, _ = resolve(site, info.family if info else None)
+        return python_ref(template)
+
     def position_index(self, position) -> str:
         """Index expression selecting the position dim (dim 1 of (batch, position, ...))."""
         if loop_var(position):

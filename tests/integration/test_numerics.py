@@ -184,3 +184,29 @@ def test_generation_step_logits_match_transformers_generate(model):
     want = torch.stack(gen.logits)  # (step, batch, vocab)
     assert got["logits"].shape == want.shape
     assert (got["logits"] - want).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+def test_logit_lens_and_rank_match_hooks(model):
+    graph = {"scopes": [{"id": "t", "kind": "trace", "input": CLEAN}],
+             "nodes": [{"id": "lens", "op": "logit_lens", "scope": "t"},
+                       {"id": "r", "op": "rank", "token": " paris"},
+                       {"id": "s1", "op": "save"}, {"id": "s2", "op": "save"}],
+             "edges": [{"src": "lens", "dst": "r.logits"}, {"src": "lens", "dst": "s1"},
+                       {"src": "r", "dst": "s2"}]}
+    got = run_nnrun({**experiment(graph), "model": {"name": model, "path": f"builtin:{model}"}})
+    hf, tok = hf_model(model)
+    norm = hf.transformer.ln_f if model == "tiny-gpt2" else hf.model.norm
+    resid = {}
+    hs = [b.register_forward_hook(lambda m, i, o, k=k: resid.__setitem__(k, o[:, -1]))
+          for k, b in enumerate(blocks(hf, model))]
+    with torch.no_grad():
+        logits = hf(tok(CLEAN, return_tensors="pt")["input_ids"]).logits[:, -1]
+        want = torch.stack([hf.lm_head(norm(resid[k])) for k in sorted(resid)])
+    for h in hs:
+        h.remove()
+    assert (got["lens"] - want).abs().max().item() <= 1e-5
+    assert (got["lens"][-1] - logits).abs().max().item() <= 1e-5  # last layer = real logits
+    answer = tok(" paris")["input_ids"][0]
+    want_rank = 1 + (want > want[..., answer:answer + 1]).sum(-1)
+    assert torch.equal(got["r"], want_rank)

@@ -1,0 +1,47 @@
+"""`logit_lens`: decode the residual stream after each layer with the model's own final norm and
+unembedding, as if the model stopped there (nostalgebraist's logit lens)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from nnrun.nodes.base import NodeParams, NodeType, Stmt, register
+from nnrun.nodes.fields import LayerSpec, PositionSpec, check_site, position_field
+
+
+@register
+class LogitLens(NodeType):
+    op = "logit_lens"
+    kind = "read"
+    summary = "final norm + unembedding applied to `layer_output` of each layer → logits"
+    touches_model = True
+
+    class Params(NodeParams):
+        op: Literal["logit_lens"] = "logit_lens"
+        layer: LayerSpec = "all"
+        position: PositionSpec = position_field("last")
+
+    def check(self, p, ctx):
+        return check_site(_as_read(p), ctx)
+
+    def out_axes(self, p, in_axes, ctx):
+        axes = ("batch", "position", "vocab") if p.position == "all" else ("batch", "vocab")
+        return ("layer",) + axes if p.layer == "all" or isinstance(p.layer, list) else axes
+
+    def emit(self, p, ctx):
+        lens = f"{ctx.module_code('logits')}({ctx.module_code('final_norm')}(" + "{}))"
+        index = ctx.position_index(p.position)
+        refs = ctx.site_refs("layer_output", p.layer)
+        if not ctx.stacks_layers(p.layer):
+            return [Stmt(f"{ctx.out} = {lens.format(refs[0].code + index)}", refs[0].access)]
+        parts = [f"{ctx.out}_{i}" for i in range(len(refs))]
+        stmts = [Stmt(f"{part} = {lens.format(ref.code + index)}", ref.access)
+                 for part, ref in zip(parts, refs)]
+        return stmts + [Stmt(f"{ctx.out} = torch.stack([{', '.join(parts)}])  # (layer, ...)")]
+
+
+def _as_read(p):
+    """Validate the layer against the model exactly as a `read` of `layer_output` would."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(site="layer_output", layer=p.layer, position=p.position)

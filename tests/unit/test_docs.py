@@ -1,0 +1,21 @@
+"""The README documents every registered op and every error class's exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nnrun.errors import EXIT_CODES
+from nnrun.nodes import REGISTRY
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_every_op_has_a_readme_row():
+    missing = [op for op in REGISTRY.ops() if f"| `{op}` |" not in README]
+    assert not missing
+
+
+def test_every_exit_code_is_documented():
+    for name, code in EXIT_CODES.items():
+        if name.endswith("Error"):
+            assert f"| {code} | {name} |" in README, name
