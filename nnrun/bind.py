@@ -118,7 +118,11 @@ def _token_ids(graph: Graph, tokenizer, issues: list[Issue]) -> dict[str, int]:
     for node in graph.nodes.values():
         for text in node.type.tokens(node.params):
             got = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(got) != 1:
+            if got and got[0] == tokenizer.unk_token_id and tokenizer.unk_token_id is not None:
+                issues.append(Issue("unknown_token", f"{text!r} is not in the model's vocabulary "
+                                    "(it becomes the unknown token)", node.path, node.id,
+                                    "use a word the tokenizer knows"))
+            elif len(got) != 1:
                 issues.append(Issue("not_one_token", f"{text!r} is {len(got)} tokens, expected 1",
                                     node.path, node.id, "pick a string the tokenizer keeps whole "
                                     "(often with a leading space, e.g. \" paris\")"))

@@ -71,7 +71,7 @@ def _job(cfg: DictConfig) -> int:
     source = experiment_source(hc.runtime.choices.get("experiment"))
     overrides = list(hc.overrides.task)
     try:
-        config = _to_container(cfg)
+        config = _to_container(cfg, source)
         stage = config.get("stage", "run")
         if stage not in STAGES:
             raise ConfigError("unknown stage:", [Issue("unknown_stage", f"stage `{stage}`",
@@ -90,16 +90,20 @@ def _job(cfg: DictConfig) -> int:
         return 130
 
 
-def _to_container(cfg: DictConfig) -> dict[str, Any]:
+def _to_container(cfg: DictConfig, source: Path | None) -> dict[str, Any]:
     from omegaconf.errors import OmegaConfBaseException
+
+    from nnrun.load import locate
 
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", "") or ""
-        raise ConfigError("the config could not be resolved:", [Issue(
-            "unresolved_interpolation", str(err).splitlines()[0], str(key),
-            hint="check the ${...} references (e.g. ${params.x} needs params.x)")]) from None
+        key = str(getattr(err, "full_key", "") or "")
+        issue = Issue("unresolved_interpolation", str(err).splitlines()[0], key,
+                      hint="check the ${...} reference (e.g. ${params.x} needs params.x)")
+        raw = OmegaConf.to_container(cfg, resolve=False)
+        raise ConfigError("the config could not be resolved:",
+                          [locate(issue, source, raw)]) from None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://nnrun.configs", config_name="config")

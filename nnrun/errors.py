@@ -50,8 +50,8 @@ class Issue:
         if self.file:
             where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
         subject = self.path or "experiment"
-        if self.node and f"id={self.node}" not in subject:
-            subject += f" (node {self.node})"
+        if self.node:
+            subject += f" ({'scope' if 'scopes[' in self.path else 'node'} {self.node})"
         text = f"{where}{subject}: {self.message} [{self.code}]"
         return text + (f"\n    hint: {self.hint}" if self.hint else "")
 

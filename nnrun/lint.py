@@ -71,10 +71,10 @@ def _scopes(graph: Graph) -> list[Issue]:
 
         allowed = PARENTS[s.kind]
         if (parent.kind if parent else None) not in allowed:
-            where = f"inside a {parent.kind}" if parent else "at the top level"
-            want = " or ".join("the top level" if a is None else f"a {a}" for a in allowed)
-            issues.append(Issue("illegal_nesting", f"a {s.kind} cannot be {where}",
-                                path + ".parent", s.id, f"put it in {want}"))
+            where = f"inside {_a(parent.kind)}" if parent else "at the top level"
+            want = " or ".join("at the top level" if a is None else "in " + _a(a) for a in allowed)
+            issues.append(Issue("illegal_nesting", f"{_a(s.kind)} cannot be {where}",
+                                path + ".parent", s.id, f"put it {want}"))
         issues += _scope_fields(s, path, graph)
     return issues
 
@@ -82,8 +82,8 @@ def _scopes(graph: Graph) -> list[Issue]:
 def _scope_fields(s, path: str, graph: Graph) -> list[Issue]:
     issues = []
     if s.foreach is not None and s.kind != "invoke":
-        issues.append(Issue("illegal_foreach", f"`foreach` is only allowed on an invoke, not a "
-                            f"{s.kind}", path + ".foreach", s.id, "add an invoke scope inside it"))
+        issues.append(Issue("illegal_foreach", f"`foreach` is only allowed on an invoke, not "
+                            f"{_a(s.kind)}", path + ".foreach", s.id, "add an invoke scope inside it"))
     if s.max_new_tokens is not None and s.kind != "generate":
         issues.append(Issue("illegal_field", "`max_new_tokens` belongs on a generate scope",
                             path + ".max_new_tokens", s.id))
@@ -95,7 +95,8 @@ def _scope_fields(s, path: str, graph: Graph) -> list[Issue]:
     if s.kind == "invoke" and s.input is None and not (s.foreach or {}).get("prompt"):
         issues.append(Issue("missing_input", "this invoke has no `input` prompt", path, s.id,
                             "set input: \"...\" or foreach: {prompt: [...]}"))
-    if s.kind in ("trace", "generate") and s.input is None and not any(
+    orphans = any(c.parent and c.parent not in graph.scopes for c in graph.scopes.values())
+    if s.kind in ("trace", "generate") and s.input is None and not orphans and not any(
             c.parent == s.id for c in graph.scopes.values()):
         issues.append(Issue("missing_input", f"this {s.kind} has no input and no invoke", path,
                             s.id, "set input: \"...\" or add an invoke scope with parent: " + s.id))
@@ -120,16 +121,20 @@ def _edges(graph: Graph) -> list[Issue]:
             ports = ", ".join(dst.type.inputs) or "none"
             issues.append(Issue("unknown_port", f"`{dst.type.op}` has no input port "
                                 f"`{e.dst_port}`", path + ".dst", dst.id, f"its ports: {ports}"))
+    # A broken edge already explains a missing input; do not report the consequence again.
+    aimed = {(e.dst_node, e.dst_port) for e in graph.spec.graph.edges}
+    unsure = any(i.code in ("unknown_port", "dangling_edge") and i.path.endswith(".dst")
+                 for i in issues)
     for node in graph.nodes.values():
-        issues += _ports(node)
+        issues += _ports(node, aimed, unsure)
     return issues
 
 
-def _ports(node: Node) -> list[Issue]:
+def _ports(node: Node, aimed: set, unsure: bool) -> list[Issue]:
     issues = []
     for port, spec in node.type.inputs.items():
         got = node.inputs.get(port, [])
-        if spec.required and not got:
+        if spec.required and not got and not unsure and (node.id, port) not in aimed:
             target = node.id if port == "in" else f"{node.id}.{port}"
             issues.append(Issue("missing_input", f"input port `{port}` is not connected",
                                 node.path, node.id, f"add an edge {{src: ..., dst: {target}}}"))
@@ -210,6 +215,10 @@ def _infer_axes(graph: Graph) -> list[Issue]:
         graph.point_axes[nid] = point
         graph.axes[nid] = graph.loop_axes(node.scope) + point
     return issues
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
 
 
 def _close(name: str, options) -> str:

@@ -40,7 +40,7 @@ def load_experiment(config: dict[str, Any], source: Path | None = None) -> Exper
     except ValidationError as err:
         lines = source_lines(source)
         issues = [_issue_from_error(e, data).located(_file(source), _line(lines, e["loc"]))
-                  for e in err.errors()]
+                  for e in _merge_union_errors(err.errors())]
         raise_if_issues(issues, ConfigError, f"experiment `{data.get('name', '?')}`")
     raise AssertionError("unreachable")
 
@@ -52,6 +52,50 @@ def load_experiment_file(path: Path) -> ExperimentSpec:
     raw = OmegaConf.load(path)
     raw.pop("defaults", None)
     return load_experiment(OmegaConf.to_container(raw, resolve=True), path)
+
+
+def _field_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The field a (possibly union-member) error location belongs to: `graph.nodes[0].layer`."""
+    loc = _strip_union_tags(tuple(loc))
+    if len(loc) >= 4 and loc[0] == "graph" and loc[1] in ("nodes", "scopes") \
+            and isinstance(loc[2], int):
+        return loc[:4]
+    return loc
+
+
+def _merge_union_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One error per field: a value matching none of a union's members yields one error per
+    member in pydantic; the researcher needs one line saying what would have been accepted."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for error in errors:
+        groups.setdefault((_field_loc(error["loc"]), error["type"] in MERGEABLE), []).append(error)
+    merged = []
+    for (loc, mergeable), group in groups.items():
+        if not mergeable or len(group) == 1:
+            merged += group
+            continue
+        wants = sorted({_expectation(e, str(loc[-1])) for e in group})
+        merged.append({**group[0], "loc": loc, "type": "union_mismatch",
+                       "msg": "expected " + " or ".join(wants)})
+    return merged
+
+
+LOOP_FIELDS = ("layer", "position")
+MERGEABLE = {"int_type", "int_parsing", "int_from_float", "literal_error", "list_type",
+             "string_type", "string_pattern_mismatch", "float_type", "float_parsing",
+             "bool_type", "bool_parsing"}
+
+
+def _expectation(error: dict[str, Any], field: str) -> str:
+    kind = error["type"]
+    if kind == "literal_error":
+        return error["ctx"]["expected"]
+    if kind == "string_pattern_mismatch" or (kind == "string_type" and field in LOOP_FIELDS):
+        return f"a loop variable such as '{{{field}}}'"
+    if kind == "list_type":
+        return "a list of integers" if field in LOOP_FIELDS else "a list"
+    return {"int": "an integer", "float": "a number", "bool": "true/false",
+            "string": "a string"}.get(kind.split("_")[0], kind)
 
 
 def _issue_from_error(error: dict[str, Any], data: dict[str, Any]) -> Issue:
@@ -161,11 +205,21 @@ def _line(lines: dict[YamlPath, int], loc: YamlPath) -> int | None:
     return None
 
 
-def line_of(source: Path | None, path: str) -> int | None:
-    """Line of a dotted/indexed path such as `graph.nodes[2].layer` in `source`."""
+def parse_path(path: str) -> YamlPath:
+    """`graph.nodes[2].layer` → `('graph', 'nodes', 2, 'layer')`."""
     import re
 
-    parts: list[Any] = []
-    for name, index in re.findall(r"([A-Za-z_][\w]*)|\[(\d+)\]", path):
-        parts.append(int(index) if index else name)
-    return _line(source_lines(source), tuple(parts))
+    return tuple(int(index) if index else name
+                 for name, index in re.findall(r"([A-Za-z_][\w]*)|\[(\d+)\]", path))
+
+
+def line_of(source: Path | None, path: str) -> int | None:
+    """Line of a dotted/indexed path such as `graph.nodes[2].layer` in `source`."""
+    return _line(source_lines(source), parse_path(path))
+
+
+def locate(issue: Issue, source: Path | None, data: dict[str, Any]) -> Issue:
+    """Add the file, line and node id of `issue.path` (for issues found outside the loader)."""
+    node = issue.node or _node_id(parse_path(issue.path), data)
+    located = Issue(issue.code, issue.message, issue.path, node, issue.hint)
+    return located.located(_file(source), line_of(source, issue.path))

@@ -49,7 +49,7 @@ class ModelInfo:
         close = difflib.get_close_matches(path, self.modules, n=3, cutoff=0.5)
         if close:
             return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
-        return "list the model's modules with `nnrun stage=modules`"
+        return "list the model's modules with `nnrun stage=modules model=...`"
 
 
 def info_from_config(config: Any) -> ModelInfo:

@@ -22,7 +22,7 @@ from nnrun.load import line_of, load_experiment
 from nnrun.models import ModelSpec, describe, load_model, load_tokenizer, model_info
 from nnrun.schema import ExperimentSpec
 
-STAGES = ("validate", "plan", "export", "run")
+STAGES = ("validate", "plan", "export", "run", "modules")
 
 
 @dataclass
@@ -135,6 +135,8 @@ def error_record(err: BaseException) -> dict[str, Any]:
 def run_stage(stage: str, config: dict[str, Any], run_dir: Path, source: Path | None,
               overrides: list[str]) -> str:
     """Run one stage and return the line(s) to print for the researcher."""
+    if stage == "modules":
+        return modules_report(model_spec(config))
     if stage == "validate":
         c = validate(config, source)
         return (f"ok: `{c.spec.name}` is valid ({len(c.graph.nodes)} nodes, "
@@ -164,4 +166,22 @@ def summary(run_dir: Path) -> str:
         lines.append(f"  {a['path']:<40} {a['kind']:<8}{shape}")
     lines.append(f"  {'manifest.json':<40} {manifest['status']}")
     lines.append(f"  {'COMPLETED':<40} written last")
+    return "\n".join(lines)
+
+
+def modules_report(spec: ModelSpec) -> str:
+    """Every module path in forward-execution order, and where the named sites point."""
+    from nnrun.sites import SITES, resolve
+
+    info = model_info(spec)
+    lines = [f"{spec.name}: model_type {info.model_type}, site family {info.family or 'none'}, "
+             f"{info.n_layers} layers, hidden {info.hidden_size}, vocab {info.vocab_size}"]
+    if info.family:
+        lines.append("sites:")
+        lines += [f"  {site:<18} {'.'.join(resolve(site, info.family))}" for site in SITES]
+    lines.append("modules (forward-execution order of their outputs):")
+    outputs = sorted((rank, path) for (path, event), rank in info.order.items()
+                     if event == "output")
+    lines += [f"  {path}" + ("   (returns a tuple: element 0 is read)"
+                             if path in info.tuple_outputs else "") for _, path in outputs]
     return "\n".join(lines)

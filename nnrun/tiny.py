@@ -73,7 +73,9 @@ def ensure_tiny_model(name: str, seed: int = 0) -> Path:
         return out
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(build_config(name))
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
@@ -82,5 +84,7 @@ def ensure_tiny_model(name: str, seed: int = 0) -> Path:
     try:
         os.replace(tmp, out)   # atomic: a concurrent builder's finished copy is as good as ours
     except OSError:
-        pass
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return out

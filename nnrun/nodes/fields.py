@@ -6,15 +6,17 @@ are loaded; the code reference emitted for it is derived from the same resolutio
 
 from __future__ import annotations
 
+import difflib
 import re
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
 from nnrun.errors import Issue
 from nnrun.sites import SITES, is_named_site, resolve, site_needs_layer
 
-LoopRef = str  # "{layer}" / "{position}": a foreach variable of the enclosing invoke
+# "{layer}" / "{position}": a foreach variable of the enclosing invoke
+LoopRef = Annotated[str, Field(pattern=r"^\{\w+\}$")]
 LayerSpec = Union[int, Literal["all"], list[int], LoopRef]  # noqa: UP007
 PositionSpec = Union[int, Literal["last", "all"], LoopRef]  # noqa: UP007
 
@@ -54,9 +56,14 @@ def concrete_layers(layer, n_layers: int) -> list[int] | None:
 def check_site(params, ctx) -> list[Issue]:
     """Site known to the model family, module present, layer in range, layer given iff needed."""
     site, layer, path = params.site, params.layer, ctx.path
-    if not is_named_site(site) and not re.fullmatch(r"[\w.{}]+", site):
+    if not is_named_site(site) and ("." not in site or not re.fullmatch(r"[\w.{}]+", site)):
+        if "." not in site and ctx.info is not None and ctx.info.has_module(site):
+            return []  # a top-level module such as `lm_head`
+        modules = ctx.info.modules if ctx.info is not None else []
+        close = difflib.get_close_matches(site, list(SITES) + modules, n=1)
+        guess = f"did you mean `{close[0]}`? " if close else ""
         return [Issue("unknown_site", f"`{site}` is neither a site name nor a module path",
-                      path + ".site", ctx.node, "site names: " + ", ".join(SITES))]
+                      path + ".site", ctx.node, guess + "site names: " + ", ".join(SITES))]
     if site_needs_layer(site) and layer is None:
         return [Issue("missing_layer", f"site `{site}` needs a `layer`", path + ".layer",
                       ctx.node, "e.g. layer: 0, layer: all, or layer: \"{layer}\" in a foreach")]

@@ -151,19 +151,12 @@ CASES = [
     pytest.param(Case(
         edit(("layer: all, scope: clean_run", 'layer: "abc", scope: clean_run')),
         CONFIG, "invalid_value", "graph.nodes[0].layer", "clean_resid", "{id: clean_resid,"),
-        id="wrong_type_layer_string",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "layer: \"abc\" passes the schema (LayerSpec accepts any str as a loop reference) and "
-            "then crashes check_site: concrete_layers() compares 'abc' < 0 -> TypeError traceback, "
-            "exit 1"))),
+        id="wrong_type_layer_string"),
     pytest.param(Case(
         edit(("layer: all, scope: clean_run", "layer: 1.5, scope: clean_run")),
         CONFIG, "invalid_value", "graph.nodes[0].layer", "clean_resid", "{id: clean_resid,",
         problems=1),
-        id="wrong_type_layer_float",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "one issue per member of the LayerSpec union (4 problems), with pydantic's union tags "
-            "in the path: graph.nodes[0].layer.int, .list[int], .literal['all'], .str"))),
+        id="wrong_type_layer_float"),
     pytest.param(Case(
         edit(("axes: [layer, position]", "axes: layer")),
         CONFIG, "invalid_value", "graph.nodes[5].axes", "heatmap", NODE_HEATMAP, problems=1),
@@ -177,11 +170,7 @@ CASES = [
         edit(('answer: "${params.answer}"', 'answer: "${params.missing}"')),
         CONFIG, "unresolved_interpolation", "graph.nodes[3].answer", "effect", NODE_EFFECT,
         also=("params.missing",)),
-        id="unresolvable_interpolation",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "cli._to_container builds the Issue from OmegaConf's error without file, line or node "
-            "id: stderr shows `graph.nodes[3].answer: Interpolation key 'params.missing' not "
-            "found` with no `NAME.yaml:<n>` and no `(node effect)`"))),
+        id="unresolvable_interpolation"),
     # -- the graph is malformed (GraphError, lint.py) --
     pytest.param(Case(
         edit(("  edges:\n", "    - {id: heatmap, op: save}\n  edges:\n")),
@@ -192,24 +181,17 @@ CASES = [
         edit(("{src: logits, dst: effect.logits}", "{src: logit, dst: effect.logits}")),
         GRAPH, "dangling_edge", "graph.edges[1].src", "logit", "{src: logit,",
         also=("did you mean `logits`?",), problems=1),
-        id="dangling_edge_src",
-        marks=pytest.mark.xfail(strict=True, raises=TooManyIssues, reason=(
-            "lint._edges reports the dangling edge and lint._ports ALSO reports missing_input for "
-            "`effect` (a consequence of the same mistake), against lint.py's invariant"))),
+        id="dangling_edge_src"),
     pytest.param(Case(
         edit(("{src: effect, dst: save_effect}", "{src: effect, dst: save_efect}")),
         GRAPH, "dangling_edge", "graph.edges[2].dst", "save_efect", "dst: save_efect",
         also=("did you mean `save_effect`?",), problems=1),
-        id="dangling_edge_dst",
-        marks=pytest.mark.xfail(strict=True, raises=TooManyIssues, reason=(
-            "also reports missing_input for `save_effect`, a consequence of the dangling edge"))),
+        id="dangling_edge_dst"),
     pytest.param(Case(
         edit(("dst: effect.logits}", "dst: effect.logit}")),
         GRAPH, "unknown_port", "graph.edges[1].dst", "effect", "dst: effect.logit}",
         also=("has no input port `logit`", "its ports: logits"), problems=1),
-        id="unknown_port",
-        marks=pytest.mark.xfail(strict=True, raises=TooManyIssues, reason=(
-            "also reports missing_input for `effect.logits`, a consequence of the unknown port"))),
+        id="unknown_port"),
     pytest.param(Case(
         edit(("    - {src: logits, dst: effect.logits}\n", "")),
         GRAPH, "missing_input", "graph.nodes[3]", "effect", NODE_EFFECT,
@@ -238,19 +220,17 @@ CASES = [
         edit(("parent: patched,", "parent: patchd,")),
         GRAPH, "unknown_scope", "graph.scopes[2].parent", "point", "parent: patchd",
         also=("parent scope `patchd` does not exist", "did you mean `patched`?"), problems=1),
-        id="unknown_parent_scope",
-        marks=pytest.mark.xfail(strict=True, raises=TooManyIssues, reason=(
-            "also reports missing_input for trace `patched` (it lost its invoke only because the "
-            "parent is misspelled), a consequence of the same mistake"))),
+        id="unknown_parent_scope"),
     pytest.param(Case(
         edit(("parent: patched, ", "")),
         GRAPH, "illegal_nesting", "graph.scopes[2].parent", "point", "{id: point,",
-        also=("a invoke cannot be at the top level", "put it in a trace or a generate")),
+        also=("an invoke cannot be at the top level", "put it in a trace or in a generate")),
         id="invoke_at_top_level"),
     pytest.param(Case(
         edit(('{id: clean_run, kind: trace, input:', '{id: clean_run, kind: trace, parent: point, input:')),
         GRAPH, "illegal_nesting", "graph.scopes[0].parent", "clean_run", "{id: clean_run,",
-        also=("a trace cannot be inside a invoke",), problems=1),
+        also=("a trace cannot be inside an invoke", "put it at the top level or in a session"),
+        problems=1),
         id="trace_inside_invoke"),
     pytest.param(Case(
         edit(('input: "${params.clean}"}', 'input: "${params.clean}", foreach: {layer: all}}')),
@@ -272,11 +252,7 @@ CASES = [
         edit(("{id: logits, op: read, site: logits,", "{id: logits, op: read, site: logit,")),
         GRAPH, "unknown_site", "graph.nodes[2].site", "logits", "{id: logits,",
         also=("did you mean `logits`?",), problems=1),
-        id="typod_site_name",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "a misspelled site name is taken for a module path: reported as unknown_module `logit` "
-            "with no did-you-mean for the site names, and its hint points at `nnrun stage=modules`, "
-            "a stage that does not exist"))),
+        id="typod_site_name"),
     pytest.param(Case(
         edit(("layer: all, scope: clean_run", "layer: 7, scope: clean_run")),
         GRAPH, "layer_out_of_range", "graph.nodes[0].layer", "clean_resid", "{id: clean_resid,",
@@ -305,11 +281,9 @@ CASES = [
         id="two_word_answer"),
     pytest.param(Case(
         edit(('answer: " paris"', 'answer: " berlin"')),
-        CONFIG, "not_one_token", "graph.nodes[3]", "effect", NODE_EFFECT, stage=None),
-        id="answer_not_in_vocabulary",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "bind._token_ids only counts tokens: an out-of-vocabulary word becomes ONE <unk> "
-            "token, so the run completes and logit_diff silently measures the <unk> logit"))),
+        CONFIG, "unknown_token", "graph.nodes[3]", "effect", NODE_EFFECT, stage=None,
+        also=("not in the model's vocabulary",)),
+        id="answer_not_in_vocabulary"),
     # -- found when compiling the schedule (CompileError, schedule.py; stage=run) --
     pytest.param(Case(
         edit(("  edges:\n",
@@ -338,7 +312,8 @@ def test_bad_experiment_is_reported(case: Case, request, tmp_path, nnrun_cache):
         assert f"[{code}]" in err, explain(result)
     # the issue's own line: `  [file:line: ]path[ (node id)]: message [code]`
     where = rf"(?:\S*/)?{re.escape(name)}\.yaml:(\d+): " if case.at else "()"
-    node = rf" \(node {re.escape(case.node)}\)" if case.node else ""
+    kind = "scope" if "scopes[" in case.path else "node"
+    node = rf" \({kind} {re.escape(case.node)}\)" if case.node else ""
     issue = re.search(rf"^  {where}{re.escape(case.path)}{node}: .*\[{case.code}\]$", err, re.MULTILINE)
     assert issue, f"no issue line with path {case.path!r}, node {case.node!r}, line\n" + \
         explain(result)
@@ -388,7 +363,7 @@ MULTI = [
         GRAPH,
         [("layer_out_of_range", "graph.nodes[0].layer", "{id: clean_resid,"),
          ("unknown_loop_variable", "graph.nodes[1].layer", "{id: patch,"),
-         ("unknown_module", "graph.nodes[2].site", "{id: logits,")],
+         ("unknown_site", "graph.nodes[2].site", "{id: logits,")],
         id="three_site_mistakes"),
 ]
 
