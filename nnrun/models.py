@@ -32,6 +32,8 @@ class ModelSpec(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
     device: str = "cpu"
     trust_remote_code: bool = False
+    family: Literal["gpt2", "gpt_neox", "llama"] | None = Field(
+        None, description="site map to use; default: detected from config.model_type")
     padding_side: Literal["left"] = Field(
         "left", description="causal LMs are padded on the left so `last` is every row's last token")
 
@@ -85,8 +87,11 @@ def model_info(spec: ModelSpec):
     """Module tree and firing order from the config alone (no weights)."""
     from nnrun.model_info import info_from_config_json
 
+    from dataclasses import replace
+
     config = load_config(spec)
-    return info_from_config_json(config.to_json_string(use_diff=False))
+    info = info_from_config_json(config.to_json_string(use_diff=False))
+    return replace(info, family=spec.family) if spec.family else info
 
 
 def load_tokenizer(spec: ModelSpec):

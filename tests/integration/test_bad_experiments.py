@@ -105,7 +105,9 @@ def run_nnrun(tmp_path: Path, cache: Path, name: str, text: str, stage: str | No
     env = {k: v for k, v in os.environ.items()
            if k not in ("NNRUN_EXPERIMENTS", "NNRUN_FULL_ERROR", "HYDRA_FULL_ERROR")}
     env.update({"HF_HUB_OFFLINE": "1", "NNRUN_CACHE": str(cache), **(extra_env or {})})
-    args = [sys.executable, "-m", "nnrun", f"experiment={name}", f"hydra.run.dir={tmp_path / 'run'}"]
+    # Pinned to the random tiny GPT-2 whose vocabulary the cases were written for.
+    args = [sys.executable, "-m", "nnrun", f"experiment={name}", "model=tiny_gpt2",
+            f"hydra.run.dir={tmp_path / 'run'}"]
     if stage:
         args.append(f"stage={stage}")
     return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,

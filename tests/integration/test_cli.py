@@ -54,7 +54,7 @@ def test_tensor_metadata_names_its_origin(patching_run):
         shape = f.get_tensor("save_effect").shape
     assert meta["node"] == "effect" and meta["op"] == "subtract"
     assert meta["axes"] == "layer,position,batch"
-    assert "layer_output" in meta["site"] and "config_sha256" in meta
+    assert "layer_input" in meta["site"] and "config_sha256" in meta
     coords = json.loads(meta["coords"])
     assert len(coords["position"]) == shape[1] and coords["position"][0] == "0:the"
 
@@ -89,7 +89,7 @@ def test_plan_reports_shapes(tmp_path):
     proc = nnrun("experiment=patching", "stage=plan", f"hydra.run.dir={tmp_path / 'p'}",
                  cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "(layer, position, batch) = (2, 8, 1)" in proc.stdout
+    assert "(layer, position, batch) = (4, 9, 1)" in proc.stdout  # demo: 4 layers, 9 tokens
     assert "no weights loaded" in proc.stdout
 
 

@@ -24,7 +24,7 @@ def experiment(graph: dict, **params) -> dict:
     return {"format": 1, "name": "t", "params": params, "graph": graph}
 
 
-def patching_config(model: str) -> dict:
+def patching_config(model: str, site: str = "layer_output") -> dict:
     graph = {
         "scopes": [
             {"id": "clean_run", "kind": "trace", "input": CLEAN},
@@ -32,9 +32,9 @@ def patching_config(model: str) -> dict:
             {"id": "point", "kind": "invoke", "parent": "patched", "input": CORRUPT,
              "foreach": {"layer": "all", "position": "all"}}],
         "nodes": [
-            {"id": "clean_resid", "op": "read", "site": "layer_output", "layer": "all",
+            {"id": "clean_resid", "op": "read", "site": site, "layer": "all",
              "scope": "clean_run"},
-            {"id": "patch", "op": "write", "site": "layer_output", "layer": "{layer}",
+            {"id": "patch", "op": "write", "site": site, "layer": "{layer}",
              "position": "{position}", "mode": "patch", "scope": "point"},
             {"id": "logits", "op": "read", "site": "logits", "position": "last", "scope": "point"},
             {"id": "effect", "op": "logit_diff", "answer": " paris", "foil": " rome"},
@@ -56,14 +56,20 @@ def blocks(hf, model: str):
     return hf.get_submodule(BLOCKS[model])
 
 
-def reference_patching(model: str) -> torch.Tensor:
-    """Plain hooks: cache clean block outputs, then one patched forward per (layer, position)."""
+def reference_patching(model: str, site: str = "layer_output") -> torch.Tensor:
+    """Plain hooks: cache clean block outputs (or inputs), then one patched forward per
+    (layer, position)."""
     hf, tok = hf_model(model)
     ids = lambda s: tok(s, return_tensors="pt")["input_ids"]  # noqa: E731
     a, f = tok(" paris")["input_ids"][0], tok(" rome")["input_ids"][0]
     cache = {}
-    hooks = [b.register_forward_hook(lambda m, i, o, k=k: cache.__setitem__(k, o.detach()))
-             for k, b in enumerate(blocks(hf, model))]
+    if site == "layer_input":
+        hooks = [b.register_forward_pre_hook(
+            lambda m, args, k=k: cache.__setitem__(k, args[0].detach().clone()))
+            for k, b in enumerate(blocks(hf, model))]
+    else:
+        hooks = [b.register_forward_hook(lambda m, i, o, k=k: cache.__setitem__(k, o.detach()))
+                 for k, b in enumerate(blocks(hf, model))]
     with torch.no_grad():
         hf(ids(CLEAN))
     for h in hooks:
@@ -76,7 +82,14 @@ def reference_patching(model: str) -> torch.Tensor:
                 o = o.clone()
                 o[:, pos] = cache[layer][:, pos]
                 return o
-            h = blocks(hf, model)[layer].register_forward_hook(patch)
+
+            def patch_input(m, args, layer=layer, pos=pos):
+                x = args[0].clone()
+                x[:, pos] = cache[layer][:, pos]
+                return (x,) + args[1:]
+            block = blocks(hf, model)[layer]
+            h = block.register_forward_pre_hook(patch_input) if site == "layer_input" else \
+                block.register_forward_hook(patch)
             with torch.no_grad():
                 logits = hf(ids(CORRUPT)).logits[:, -1]
             h.remove()
@@ -89,10 +102,11 @@ def run_nnrun(config: dict) -> dict:
     return execute(compiled.program, load_model(compiled.model))
 
 
+@pytest.mark.parametrize("site", ["layer_output", "layer_input"])
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
-def test_patching_matches_plain_hooks(model):
-    got = run_nnrun(patching_config(model))["effect"]
-    want = reference_patching(model)
+def test_patching_matches_plain_hooks(model, site):
+    got = run_nnrun(patching_config(model, site))["effect"]
+    want = reference_patching(model, site)
     assert got.shape == want.shape == (2, 8, 1)
     assert (got - want).abs().max().item() <= 1e-5
     assert want.std() > 0  # the comparison is not between two constants

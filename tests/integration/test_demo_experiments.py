@@ -1,0 +1,63 @@
+"""The built-in experiments show the known structure on the bundled demo model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from nnrun.demo import corpus
+
+
+def run_experiment(name: str, tmp_path, *overrides: str) -> dict:
+    run = tmp_path / name
+    proc = subprocess.run([sys.executable, "-m", "nnrun", f"experiment={name}", "model=demo",
+                           f"hydra.run.dir={run}", *overrides], cwd=tmp_path,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    tensors = {}
+    for path in (run / "tensors").glob("*.safetensors"):
+        with safe_open(path, "pt") as f:
+            tensors[path.stem] = f.get_tensor(path.stem)
+    return tensors
+
+
+@pytest.fixture(scope="module")
+def patching(tmp_path_factory):
+    return run_experiment("patching", tmp_path_factory.mktemp("demo"))["save_effect"][..., 0]
+
+
+def test_patching_prompts_are_the_demo_constants():
+    from omegaconf import OmegaConf
+    from pathlib import Path
+
+    params = OmegaConf.load(Path(__file__).parents[2] / "experiments/patching.yaml").params
+    assert (params.clean, params.corrupt, params.answer, params.foil) == (
+        corpus.PATCHING_CLEAN, corpus.PATCHING_CORRUPT, corpus.PATCHING_ANSWER,
+        corpus.PATCHING_FOIL)
+
+
+def test_patching_shows_the_known_picture(patching):
+    """Subject token in early layers, final token in late layers, nothing before the subject."""
+    effect = patching                                     # (layer, position)
+    subject = corpus.PATCHING_CLEAN.split().index("eiffel")
+    full = effect.abs().max()
+    assert full > 1.0
+    assert effect[:, :subject].abs().max() < 1e-4         # identical prefix: exactly no effect
+    assert effect[0, subject] > 0.8 * full                # early layer: the subject carries it
+    assert effect[-1, -1] > 0.8 * full                    # late layer: the final token carries it
+    assert effect[0, -1].abs() < 0.2 * full               # ... but not yet in the first layer
+    assert effect[-1, subject].abs() < 0.2 * full         # ... and the subject no longer does
+
+
+def test_logit_lens_rank_improves_with_depth(tmp_path):
+    tensors = run_experiment("logit_lens", tmp_path)
+    rank = tensors["save_rank"][:, 0]                     # (layer,)
+    assert rank[-1] == 1
+    assert rank[0] > rank[-1]
+    assert torch.all(rank[1:] <= rank[:-1])               # never gets worse with depth
