@@ -167,3 +167,47 @@ class InputNode(NodeType):
     """Base for tensor functions with one input port `in` (the common case)."""
 
     inputs = {"in": Port("input tensor")}
+
+
+class VocabMetric(NodeType):
+    """Base for metrics over logits: input port `logits`, the trailing `vocab` axis is consumed."""
+
+    kind = "metric"
+    inputs = {"logits": Port("logits with a trailing `vocab` axis")}
+
+    def out_axes(self, p, in_axes, ctx):
+        axes = in_axes["logits"]
+        if not axes or axes[-1] != "vocab":
+            raise ValueError(f"logits must end in a `vocab` axis (got: {', '.join(axes)})")
+        return axes[:-1]
+
+
+class Elementwise(NodeType):
+    """Base for `a <symbol> b` with broadcasting of b over a's leading axes."""
+
+    symbol: ClassVar[str]
+    inputs = {"a": Port("left operand"), "b": Port("right operand")}
+
+    def out_axes(self, p, in_axes, ctx):
+        a, b = in_axes["a"], in_axes["b"]
+        if b != a[len(a) - len(b):]:
+            raise ValueError(f"cannot combine axes ({', '.join(a)}) and ({', '.join(b)}); "
+                             "b's axes must equal the last axes of a")
+        return a
+
+    def emit(self, p, ctx):
+        return [Stmt(f"{ctx.out} = {ctx.input('a')} {self.symbol} {ctx.input('b')}")]
+
+
+class AxisFunction(InputNode):
+    """Base for a torch method applied along an optional named axis, keeping the shape."""
+
+    method: ClassVar[str]
+
+    def out_axes(self, p, in_axes, ctx):
+        dim_of(in_axes["in"], p.axis)
+        return in_axes["in"]
+
+    def emit(self, p, ctx):
+        dim = dim_of(ctx.in_axes("in"), p.axis)
+        return [Stmt(f"{ctx.out} = {ctx.input('in')}.float().{self.method}(dim={dim})")]

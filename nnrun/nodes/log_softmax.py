@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from nnrun.nodes.base import InputNode, NodeParams, Stmt, dim_of, register
+from nnrun.nodes.base import AxisFunction, NodeParams, register
 
 
 @register
-class LogSoftmax(InputNode):
+class LogSoftmax(AxisFunction):
     op = "log_softmax"
+    method = "log_softmax"
     summary = "log_softmax over an axis (default: last)"
 
     class Params(NodeParams):
         op: Literal["log_softmax"] = "log_softmax"
         axis: str | None = None
-
-    def out_axes(self, p, in_axes, ctx):
-        dim_of(in_axes["in"], p.axis)
-        return in_axes["in"]
-
-    def emit(self, p, ctx):
-        dim = dim_of(ctx.in_axes("in"), p.axis)
-        return [Stmt(f"{ctx.out} = {ctx.input('in')}.float().log_softmax(dim={dim})")]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from nnrun.nodes.base import NodeParams, NodeType, Port, Stmt, register
+from nnrun.nodes.base import NodeParams, Stmt, VocabMetric, register
 
 
 @register
-class LogitDiff(NodeType):
+class LogitDiff(VocabMetric):
     op = "logit_diff"
-    kind = "metric"
     summary = "logits[answer] − logits[foil] over the `vocab` axis"
-    inputs = {"logits": Port("logits with a trailing `vocab` axis")}
 
     class Params(NodeParams):
         op: Literal["logit_diff"] = "logit_diff"
@@ -21,12 +19,6 @@ class LogitDiff(NodeType):
 
     def tokens(self, p):
         return [p.answer, p.foil]
-
-    def out_axes(self, p, in_axes, ctx):
-        axes = in_axes["logits"]
-        if not axes or axes[-1] != "vocab":
-            raise ValueError(f"logits must end in a `vocab` axis (got: {', '.join(axes)})")
-        return axes[:-1]
 
     def emit(self, p, ctx):
         x, a, f = ctx.input("logits"), ctx.token_id(p.answer), ctx.token_id(p.foil)
