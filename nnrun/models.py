@@ -33,7 +33,8 @@ class ModelSpec(BaseModel):
     device: str = "cpu"
     trust_remote_code: bool = False
     family: Literal["gpt2", "gpt_neox", "llama"] | None = Field(
-        None, description="site map to use; default: detected from config.model_type")
+        None, description="site map for a model type nnrun does not recognise; a recognised "
+                          "config.model_type always wins (so changing model.path stays correct)")
     padding_side: Literal["left"] = Field(
         "left", description="causal LMs are padded on the left so `last` is every row's last token")
 
@@ -91,7 +92,7 @@ def model_info(spec: ModelSpec):
 
     config = load_config(spec)
     info = info_from_config_json(config.to_json_string(use_diff=False))
-    return replace(info, family=spec.family) if spec.family else info
+    return replace(info, family=spec.family) if spec.family and info.family is None else info
 
 
 def load_tokenizer(spec: ModelSpec):
