@@ -106,3 +106,20 @@ def point_axes(params) -> tuple[str, ...]:
             params.layer == "all" or isinstance(params.layer, list)):
         axes = ("layer",) + axes
     return axes
+
+
+def emit_per_layer(ctx, refs, expression, stacked: bool) -> list:
+    """One statement per layer (each in firing order), stacked on a `layer` axis when several.
+
+    Args:
+        refs: the site references from `ctx.site_refs`.
+        expression: turns one site reference's code into the value's code.
+        stacked: the layer spec names several layers (`all` or a list).
+    """
+    from nnrun.nodes.base import Stmt
+
+    if len(refs) == 1 and not stacked:
+        return [Stmt(f"{ctx.out} = {expression(refs[0].code)}", refs[0].access)]
+    parts = [f"{ctx.out}_{i}" for i in range(len(refs))]
+    stmts = [Stmt(f"{part} = {expression(ref.code)}", ref.access) for part, ref in zip(parts, refs)]
+    return stmts + [Stmt(f"{ctx.out} = torch.stack([{', '.join(parts)}])  # (layer, ...)")]

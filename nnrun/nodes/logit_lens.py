@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from nnrun.nodes.base import NodeParams, NodeType, Stmt, register
-from nnrun.nodes.fields import LayerSpec, PositionSpec, check_site, position_field
+from nnrun.nodes.base import NodeParams, NodeType, register
+from nnrun.nodes.fields import (LayerSpec, PositionSpec, check_site, emit_per_layer,
+                                position_field)
 
 
 @register
@@ -29,15 +30,11 @@ class LogitLens(NodeType):
         return ("layer",) + axes if p.layer == "all" or isinstance(p.layer, list) else axes
 
     def emit(self, p, ctx):
-        lens = f"{ctx.module_code('logits')}({ctx.module_code('final_norm')}(" + "{}))"
+        norm, unembed = ctx.module_code("final_norm"), ctx.module_code("logits")
         index = ctx.position_index(p.position)
-        refs = ctx.site_refs("layer_output", p.layer)
-        if not ctx.stacks_layers(p.layer):
-            return [Stmt(f"{ctx.out} = {lens.format(refs[0].code + index)}", refs[0].access)]
-        parts = [f"{ctx.out}_{i}" for i in range(len(refs))]
-        stmts = [Stmt(f"{part} = {lens.format(ref.code + index)}", ref.access)
-                 for part, ref in zip(parts, refs)]
-        return stmts + [Stmt(f"{ctx.out} = torch.stack([{', '.join(parts)}])  # (layer, ...)")]
+        return emit_per_layer(ctx, ctx.site_refs("layer_output", p.layer),
+                              lambda ref: f"{unembed}({norm}({ref}{index}))",
+                              ctx.stacks_layers(p.layer))
 
 
 def _as_read(p):

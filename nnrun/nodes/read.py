@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from nnrun.nodes.base import NodeParams, NodeType, Stmt, register
-from nnrun.nodes.fields import (LayerSpec, PositionSpec, check_site, layer_field, point_axes,
-                                position_field, site_field)
+from nnrun.nodes.base import NodeParams, NodeType, register
+from nnrun.nodes.fields import (LayerSpec, PositionSpec, check_site, emit_per_layer, layer_field,
+                                point_axes, position_field, site_field)
 
 
 @register
@@ -34,11 +34,6 @@ class Read(NodeType):
         return point_axes(p)
 
     def emit(self, p, ctx):
-        refs = ctx.site_refs(p.site, p.layer, p.at)
         index = ctx.position_index(p.position)
-        if len(refs) == 1 and not ctx.stacks_layers(p.layer):
-            return [Stmt(f"{ctx.out} = {refs[0].code}{index}.clone()", refs[0].access)]
-        parts = [f"{ctx.out}_{i}" for i in range(len(refs))]
-        stmts = [Stmt(f"{part} = {ref.code}{index}.clone()", ref.access)
-                 for part, ref in zip(parts, refs)]
-        return stmts + [Stmt(f"{ctx.out} = torch.stack([{', '.join(parts)}])  # (layer, ...)")]
+        return emit_per_layer(ctx, ctx.site_refs(p.site, p.layer, p.at),
+                              lambda ref: f"{ref}{index}.clone()", ctx.stacks_layers(p.layer))
