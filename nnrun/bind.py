@@ -137,9 +137,8 @@ def _node_coords(graph: Graph, invokes: dict[str, InvokeBinding]) -> dict[str, d
     for nid in graph.order:
         node = graph.nodes[nid]
         mine: dict[str, list[str]] = {}
-        for srcs in node.inputs.values():
-            for src in srcs:
-                mine = {**coords.get(src, {}), **mine}
+        for src in node.sources:
+            mine = {**coords.get(src, {}), **mine}
         invoke = graph.invoke_of(node.scope)
         if invoke is not None and invoke.id in invokes:
             b = invokes[invoke.id]

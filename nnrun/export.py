@@ -64,7 +64,7 @@ if __name__ == "__main__":
 
 def export_script(compiled, path: Path, seed: int = 0) -> Path:
     """Write program + loader + main to `path` and return it."""
-    saves = {n.id: next(iter(n.inputs.values()))[0] for n in compiled.graph.nodes.values()
+    saves = {n.id: n.sources[0] for n in compiled.graph.nodes.values()
              if n.type.op == "save"}
     spec = compiled.model
     text = compiled.program.source + MAIN.format(

@@ -44,6 +44,11 @@ class Node:
     def path(self) -> str:
         return f"graph.nodes[{self.index}]"
 
+    @property
+    def sources(self) -> list[str]:
+        """Producing node ids over all ports, in port then edge order, without repeats."""
+        return list(dict.fromkeys(s for srcs in self.inputs.values() for s in srcs))
+
 
 @dataclass
 class Graph:
@@ -86,8 +91,7 @@ class Graph:
         return tuple(axes)
 
     def consumers(self, node_id: str) -> list[Node]:
-        return [n for n in self.nodes.values()
-                if any(node_id in srcs for srcs in n.inputs.values())]
+        return [n for n in self.nodes.values() if node_id in n.sources]
 
     def lint(self) -> list[Issue]:
         """Every structural problem of the graph (empty list = valid)."""
@@ -118,7 +122,7 @@ def build_graph(spec: ExperimentSpec, info: ModelInfo | None = None) -> Graph:
 def topological_order(graph: Graph) -> tuple[list[str], list[str] | None]:
     """Deterministic topological order (YAML order breaks ties) and a cycle if there is one."""
     sorter = graphlib.TopologicalSorter(
-        {n.id: {s for srcs in n.inputs.values() for s in srcs} for n in graph.nodes.values()})
+        {n.id: set(n.sources) for n in graph.nodes.values()})
     try:
         sorter.prepare()
     except graphlib.CycleError as err:

@@ -78,12 +78,11 @@ def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
     post = [(nid, s) for nid in graph.order if _is_post(graph, nid) for s in emit(nid)]
     issues += _post_feeds_model(graph)
     raise_if_issues(issues, CompileError, f"experiment `{graph.spec.name}`")
-    returns = sorted({src for n in graph.nodes.values() if n.type.is_sink
-                      for srcs in n.inputs.values() for src in srcs},
+    returns = sorted({src for n in graph.nodes.values() if n.type.is_sink for src in n.sources},
                      key=graph.order.index)
     session = len(traces) > 1
     leaving = {src for n in graph.nodes.values() if _is_post(graph, n.id) or n.type.is_sink
-               for srcs in n.inputs.values() for src in srcs}
+               for src in n.sources}
     saves = {nid for nid in leaving if graph.invoke_of(graph.nodes[nid].scope) is not None}
     _mark_collections(graph, plans)
     preambles = sorted({graph.nodes[n].type.preamble for n in graph.order
@@ -149,8 +148,7 @@ def _list_schedule(stmts, ranks, graph: Graph):
     topo = {nid: graph.order.index(nid) for nid in by_node}
     while len(result) < len(stmts):
         ready = [nid for nid in by_node if cursor[nid] < len(by_node[nid]) and all(
-            s in done_nodes or s not in by_node
-            for srcs in graph.nodes[nid].inputs.values() for s in srcs)]
+            s in done_nodes or s not in by_node for s in graph.nodes[nid].sources)]
         def key(nid):
             i = by_node[nid][cursor[nid]]
             return (ranks[i] is not None, ranks[i] or 0, topo[nid])
@@ -182,7 +180,7 @@ def _cross_invoke(graph: Graph, traces: list[TracePlan]) -> list[Issue]:
     issues = []
     where = {nid: (t, p) for t in traces for p in t.invokes for nid, _ in p.stmts}
     for node in graph.nodes.values():
-        for src in {s for srcs in node.inputs.values() for s in srcs}:
+        for src in node.sources:
             if src not in where or node.id not in where:
                 continue
             (t1, p1), (t2, p2) = where[src], where[node.id]
@@ -204,7 +202,9 @@ def _add_barrier(graph, trace, producer, consumer, src, dst) -> list[Issue]:
     before = min(i for i, (nid, _) in enumerate(consumer.stmts) if nid == dst)
     producer.barriers.setdefault(after, []).append(name)
     consumer.barriers.setdefault(before, []).append(name)
-    rank = lambda plan, sl: [r for r in _ranks(plan, graph, {})[sl] if r is not None]  # noqa
+    def rank(plan: InvokePlan, part: slice) -> list[int]:
+        return [r for r in _ranks(plan, graph, {})[part] if r is not None]
+
     release = max(rank(producer, slice(0, after)) + rank(consumer, slice(0, before)) + [-1])
     later = rank(producer, slice(after, None)) + rank(consumer, slice(before, None))
     if later and min(later) < release:
@@ -220,7 +220,7 @@ def _post_feeds_model(graph: Graph) -> list[Issue]:
     for node in graph.nodes.values():
         if graph.invoke_of(node.scope) is None:
             continue
-        for src in {s for srcs in node.inputs.values() for s in srcs}:
+        for src in node.sources:
             if _is_post(graph, src):
                 issues.append(Issue("post_feeds_model", f"`{node.id}` runs in the model but its "
                               f"input `{src}` runs after the model", graph.nodes[src].path, src,

@@ -48,7 +48,7 @@ def write_results(out: RunDir, compiled, values: dict[str, Any], config_hash: st
     for node in graph.nodes.values():
         if not node.type.is_sink:
             continue
-        src = next(iter(node.inputs.values()))[0]
+        src = node.sources[0]
         ctx = ArtifactContext(out, node.id, src, graph.axes[src], binding.node_coords[src],
                               metadata(compiled, src, config_hash))
         paths = node.type.write_artifacts(node.params, values[src], ctx)
@@ -88,7 +88,7 @@ def _upstream_reads(graph, node_id: str) -> list[str]:
         seen.add(nid)
         if hasattr(graph.nodes[nid].params, "site"):
             reads.append(nid)
-        stack += [s for srcs in graph.nodes[nid].inputs.values() for s in srcs]
+        stack += graph.nodes[nid].sources
     # Writes in the same invoke shaped the value too (e.g. the patch behind patched logits).
     invokes = {graph.invoke_of(graph.nodes[r].scope).id for r in reads}
     reads += [n.id for n in graph.nodes.values() if n.type.touches_model and n.id not in reads
