@@ -151,7 +151,7 @@ def generate(graph: Graph, binding: Binding, source_name: str = "") -> Program:
     for trace in schedule.traces:
         _trace(w, depth, trace, graph, schedule)
     for nid, stmt in schedule.post:
-        w.add(1, stmt.code + f"  # node: {nid}" if "#" not in stmt.code else stmt.code, nid)
+        w.add(1, _annotated(stmt.code, nid), nid)
     returns = ", ".join(f'"{nid}": {var(nid)}' for nid in schedule.returns)
     w.add(1, f"return {{{returns}}}")
     return Program("\n".join(w.lines) + "\n", w.line_map, schedule)
@@ -231,7 +231,7 @@ def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Sc
         for name in plan.barriers.get(i, []):
             w.add(depth, f"{name}()")
         save = nid in schedule.saves and not plan.looped and _is_last(plan, i)
-        w.add(depth, stmt.code + ("" if "#" in stmt.code else f"  # node: {nid}"), nid)
+        w.add(depth, _annotated(stmt.code, nid), nid)
         if save:
             w.add(depth, f"{var(nid)}.save()", nid)
         if plan.looped and nid in plan.collect and _is_last(plan, i):
@@ -240,6 +240,11 @@ def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Sc
         w.add(depth, f"{name}()")
     if not plan.stmts:
         w.add(depth, "pass")
+
+
+def _annotated(code: str, node_id: str) -> str:
+    """Every generated line names its node, unless the node wrote its own comment."""
+    return code if "#" in code else f"{code}  # node: {node_id}"
 
 
 def _is_last(plan: InvokePlan, i: int) -> bool:
