@@ -199,7 +199,7 @@ def _walk(node: Any, path: YamlPath, lines: dict[YamlPath, int]) -> None:
 def _line(lines: dict[YamlPath, int], loc: YamlPath) -> int | None:
     """Line of the deepest known prefix of `loc`."""
     loc = _strip_union_tags(tuple(loc))
-    for end in range(len(loc), -1, -1):
+    for end in range(len(loc), 0, -1):  # never the document root: a key not in the file has no line
         if loc[:end] in lines:
             return lines[loc[:end]]
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,27 +52,33 @@ def validate(config: dict[str, Any], source: Path | None = None) -> Compiled:
     """Schema + graph lint against the model's module tree (config only, no weights)."""
     spec = load_experiment(config, source)
     model = model_spec(config)
-    try:
+    with _located_in(source):
         graph = build_graph(spec, model_info(model))
-    except NnrunError as err:
-        err.issues = [i.located(str(source) if source else None, line_of(source, i.path))
-                      for i in err.issues]
-        raise
     return Compiled(spec, model, graph)
 
 
 def compile_program(config: dict[str, Any], source: Path | None = None) -> Compiled:
     """Validate, bind to the tokenizer and generate the program (still no weights)."""
     compiled = validate(config, source)
-    try:
+    with _located_in(source):
         compiled.binding = bind(compiled.graph, load_tokenizer(compiled.model))
         compiled.program = generate(compiled.graph, compiled.binding,
                                     source.name if source else "")
-    except NnrunError as err:
-        err.issues = [i.located(str(source) if source else None, line_of(source, i.path))
-                      for i in err.issues]
-        raise
     return compiled
+
+
+@contextmanager
+def _located_in(source: Path | None):
+    """Give the issues of an NnrunError raised inside the file and line they point at (only
+    those whose path is in the experiment file: a `model.path` issue is not)."""
+    try:
+        yield
+    except NnrunError as err:
+        for n, issue in enumerate(err.issues):
+            line = line_of(source, issue.path)
+            if line is not None:
+                err.issues[n] = issue.located(str(source), line)
+        raise
 
 
 def config_hash(config: dict[str, Any]) -> str:
