@@ -20,7 +20,8 @@ class ModelInfo:
 
     Attributes:
         model_type: transformers `config.model_type`.
-        family: nnrun site family (`gpt2`, `gpt_neox`, `llama`) or None if unknown.
+        family: nnrun site family (`gpt2`, `gpt_neox`, `llama`, or a variant named in
+            `sites.LEGACY_VARIANTS`) or None if unknown.
         n_layers, hidden_size, vocab_size: from the config.
         order: (module path, event) → rank in the forward pass (0 = first).
         tuple_outputs: module paths whose output is a tuple (read element 0).
@@ -61,6 +62,16 @@ def info_from_config(config: Any) -> ModelInfo:
 
     config = copy.deepcopy(config)
     config.pad_token_id = None  # its pad check reads tensor values, which meta tensors lack
+    if hasattr(config, "_experts_implementation"):
+        # Mixture-of-experts (Mixtral, ...): the default grouped_mm kernel has no float32 meta
+        # implementation and eager routing calls nonzero(); batched_mm runs on meta tensors and
+        # calls the same expert modules, so the firing order is unchanged.
+        try:
+            from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+        except ImportError:  # a transformers without the experts interface
+            ALL_EXPERTS_FUNCTIONS = {}
+        if "batched_mm" in ALL_EXPERTS_FUNCTIONS:
+            config._experts_implementation = "batched_mm"
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     order: dict[tuple[str, str], int] = {}
@@ -84,7 +95,7 @@ def info_from_config(config: Any) -> ModelInfo:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return ModelInfo(
         model_type=config.model_type,
-        family=family_for(config.model_type),
+        family=family_for(config.model_type, (p for p, _ in model.named_modules())),
         n_layers=text.num_hidden_layers,
         hidden_size=text.hidden_size,
         vocab_size=text.vocab_size,

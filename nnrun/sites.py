@@ -6,6 +6,7 @@ module paths (`transformer.h.3.mlp`) pass through unchanged, so any module of an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,11 +27,22 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "gpt2": Family("transformer.h", "attn", "mlp", "transformer.wte", "transformer.ln_f", "lm_head"),
+    # transformers >= 5 names GPT-NeoX's unembedding `lm_head` like every other family.
     "gpt_neox": Family("gpt_neox.layers", "attention", "mlp", "gpt_neox.embed_in",
-                       "gpt_neox.final_layer_norm", "embed_out"),
+                       "gpt_neox.final_layer_norm", "lm_head"),
     "llama": Family("model.layers", "self_attn", "mlp", "model.embed_tokens", "model.norm",
                     "lm_head"),
 }
+
+#: Families whose module names changed across transformers versions: family → (variant family,
+#: module that only the variant has). `family_for(model_type, modules)` picks the variant when the
+#: model's module tree has that module, so a model built by an older transformers still resolves.
+LEGACY_VARIANTS: dict[str, tuple[str, str]] = {
+    "gpt_neox": ("gpt_neox_embed_out", "embed_out"),  # transformers 4.x named it `embed_out`
+}
+FAMILIES["gpt_neox_embed_out"] = Family(
+    "gpt_neox.layers", "attention", "mlp", "gpt_neox.embed_in", "gpt_neox.final_layer_norm",
+    "embed_out")
 
 # transformers `config.model_type` → family; Llama-shaped decoders share one layout.
 MODEL_TYPES: dict[str, str] = {
@@ -60,8 +72,15 @@ def site_needs_layer(site: str) -> bool:
     return SITES[site][1] if site in SITES else "{layer}" in site
 
 
-def family_for(model_type: str) -> str | None:
-    return MODEL_TYPES.get(model_type)
+def family_for(model_type: str, modules: Iterable[str] | None = None) -> str | None:
+    """Site family of a transformers model type; with the model's module paths, the variant of
+    the family that the installed transformers builds (see LEGACY_VARIANTS)."""
+    family = MODEL_TYPES.get(model_type)
+    if family in LEGACY_VARIANTS and modules is not None:
+        variant, marker = LEGACY_VARIANTS[family]
+        if marker in set(modules):
+            return variant
+    return family
 
 
 def resolve(site: str, family: str | None, at: Event = "output") -> tuple[str, Event]:
