@@ -13,6 +13,9 @@ Modules:
 * :mod:`nnrun.demo.train` -- the deterministic training script (``python -m nnrun.demo.train``);
 * :mod:`nnrun.demo.evaluate` -- held-out top-1 accuracy per task
   (``python -m nnrun.demo.evaluate``).
+* :mod:`nnrun.demo.datasets` -- contrastive clean/corrupt prompt pairs of the held-out split for
+  activation patching (``python -m nnrun.demo.datasets``; two are shipped in
+  ``experiments/data/``).
 """
 
 from pathlib import Path
