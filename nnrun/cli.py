@@ -34,9 +34,33 @@ def _register_experiments() -> None:
         if path.stem in seen:
             continue
         seen.add(path.stem)
-        node = OmegaConf.load(path)
-        store.store(group="experiment", name=path.stem, node=node, package="_global_",
-                    provider=str(path))
+        store.store(group="experiment", name=path.stem, node=_checked_node(path),
+                    package="_global_", provider=str(path))
+
+
+REFUSED = "nnrun_refused"  # the config key a refused experiment file is replaced by
+
+
+def _checked_node(path: Path) -> Any:
+    """The experiment file as a config node, or, when it is refused (not valid YAML, an alias
+    bomb, `_target_`, `hydra.*`, `model.*`, an unsafe name, ...), a stand-in holding only the
+    error: nothing of a refused file reaches Hydra, and the error is reported only when that
+    experiment is selected (a broken file never stops the other experiments)."""
+    from nnrun.policy import load_experiment_yaml
+
+    try:
+        return load_experiment_yaml(path)
+    except ConfigError as err:
+        return OmegaConf.create({REFUSED: {"summary": err.summary, "issues": [
+            {k: v for k, v in vars(i).items()} for i in err.issues]}})
+
+
+def _raise_if_refused(cfg: DictConfig) -> None:
+    refused = cfg.get(REFUSED) if isinstance(cfg, DictConfig) else None
+    if refused is None:
+        return
+    data = OmegaConf.to_container(refused, resolve=False)
+    raise ConfigError(data["summary"], [Issue(**i) for i in data["issues"]])
 
 
 def _packaged_files() -> list[Path]:
@@ -66,18 +90,27 @@ def _job(cfg: DictConfig) -> int:
 
     from nnrun.pipeline import STAGES, run_stage
 
+    from nnrun.rundir import Terminated, job_guard
+
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     source = experiment_source(hc.runtime.choices.get("experiment"))
     overrides = list(hc.overrides.task)
     try:
-        config = _to_container(cfg, source)
-        stage = config.get("stage", "run")
-        if stage not in STAGES:
-            raise ConfigError("unknown stage:", [Issue("unknown_stage", f"stage `{stage}`",
-                                                       "stage", hint="one of " + ", ".join(STAGES))])
-        print(run_stage(stage, config, run_dir, source, overrides), flush=True)
+        with job_guard(run_dir, _raw_stage(cfg)):  # lock; drop an old COMPLETED before all else
+            _raise_if_refused(cfg)
+            config = _to_container(cfg, source)
+            stage = config.get("stage", "run")
+            if stage not in STAGES:
+                raise ConfigError("unknown stage:", [Issue(
+                    "unknown_stage", f"stage `{stage}`", "stage",
+                    hint="one of " + ", ".join(STAGES))])
+            print(run_stage(stage, config, run_dir, source, overrides), flush=True)
         return 0
+    except Terminated:
+        print(f"nnrun: terminated by SIGTERM (run directory, incomplete: {run_dir})",
+              file=sys.stderr, flush=True)
+        return Terminated.exit_code
     except NnrunError as err:
         if os.environ.get("NNRUN_FULL_ERROR") == "1":
             raise
@@ -88,6 +121,15 @@ def _job(cfg: DictConfig) -> int:
     except KeyboardInterrupt:
         print("nnrun: interrupted", file=sys.stderr)
         return 130
+
+
+def _raw_stage(cfg: DictConfig) -> str:
+    """The stage, read before the config is resolved (resolving may fail: that is reported
+    later, inside the job guard)."""
+    try:
+        return str(OmegaConf.select(cfg, "stage", default="run"))
+    except Exception:  # an unresolvable interpolation: treat it as a run (the safe choice)
+        return "run"
 
 
 def _to_container(cfg: DictConfig, source: Path | None) -> dict[str, Any]:
@@ -143,10 +185,71 @@ def _sweep_summary() -> None:
                           json.dumps({"jobs": jobs, "failed": failed}, indent=2) + "\n")
 
 
+def _register_resolvers() -> None:
+    """`${nnrun_dirname:NAME}`: the experiment name as a directory component, `invalid-name` when
+    it is not a safe name (so a hostile name can never place the run directory; the job then
+    reports the name). Used by configs/config.yaml's hydra.run.dir and hydra.sweep.dir."""
+    from nnrun.policy import safe_dirname
+
+    if not OmegaConf.has_resolver("nnrun_dirname"):
+        OmegaConf.register_new_resolver(
+            "nnrun_dirname", lambda name: "none" if name in (None, "none") else safe_dirname(name))
+
+
+class _OutputDirUnusable(BaseException):
+    """Raised from a Hydra callback before Hydra creates the run directory; a BaseException so
+    that Hydra's `except Exception` reporter (a traceback, exit 1) lets it through to main()."""
+
+    def __init__(self, error: NnrunError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+try:
+    from hydra.experimental.callback import Callback as _Callback
+except ImportError:  # pragma: no cover (hydra-core < 1.1)
+    _Callback = object  # type: ignore[assignment,misc]
+
+
+class OutputPreflight(_Callback):
+    """Check that the run (or sweep) directory can be created before Hydra tries to: an
+    unwritable output directory is an OutputError (exit 15), not a Hydra traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(Path(str(config.hydra.run.dir)))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(Path(str(config.hydra.sweep.dir)))
+
+
+def _check_writable(target: Path) -> None:
+    from nnrun.errors import OutputError
+
+    probe = target.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+        return
+    why = "is not a directory" if probe.exists() and not probe.is_dir() else "is not writable"
+    raise _OutputDirUnusable(OutputError("the run directory cannot be created:", [Issue(
+        "output_not_writable", f"{target}: {probe} {why}", "hydra.run.dir",
+        hint="choose a writable place, e.g. hydra.run.dir=/scratch/me/run "
+             "(multirun: hydra.sweep.dir=...)")]))
+
+
 def main() -> None:
-    """Console-script entry point (`nnrun ...`, `python -m nnrun ...`)."""
+    """Console-script entry point (`nnrun ...`, `python -m nnrun ...`, `nnrun verify DIR`)."""
+    if len(sys.argv) > 1 and sys.argv[1] == "verify":
+        from nnrun.verify import main as verify_main
+
+        sys.exit(verify_main(sys.argv[2:]))
+    _register_resolvers()
     _register_experiments()
-    _hydra_entry()
+    try:
+        _hydra_entry()
+    except _OutputDirUnusable as err:
+        print(f"nnrun: {err.error}", file=sys.stderr, flush=True)
+        sys.exit(err.error.exit_code)
     if _STATE.get("sweep_dir"):
         _sweep_summary()
     sys.exit(_STATE["exit"])

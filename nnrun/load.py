@@ -49,7 +49,9 @@ def load_experiment_file(path: Path) -> ExperimentSpec:
     """Load an experiment YAML or JSON file directly (no Hydra; `${params.x}` is resolved)."""
     from omegaconf import OmegaConf
 
-    raw = OmegaConf.load(path)
+    from nnrun.policy import load_experiment_yaml
+
+    raw = load_experiment_yaml(path)  # refuses alias bombs, `_target_`, `hydra`, `model`, ...
     raw.pop("defaults", None)
     return load_experiment(OmegaConf.to_container(raw, resolve=True), path)
 
@@ -113,6 +115,10 @@ def _issue_from_error(error: dict[str, Any], data: dict[str, Any]) -> Issue:
                      _field_hint(loc, data))
     if kind == "missing":
         return Issue("missing_field", f"required field `{loc[-1]}` is missing", path, node)
+    if loc == ("name",) and kind in ("string_pattern_mismatch", "string_too_long"):
+        from nnrun.policy import NAME_HINT
+
+        return Issue("invalid_name", f"name {found!r} is not a safe name", path, None, NAME_HINT)
     if loc == ("format",):
         return Issue("unsupported_format", f"experiment format {found!r} is not supported",
                      path, None, f"this nnrun reads format {FORMAT_VERSION}; "
@@ -178,22 +184,23 @@ def source_lines(source: Path | None) -> dict[YamlPath, int]:
     except yaml.YAMLError:
         return {}
     lines: dict[YamlPath, int] = {}
-    _walk(root, (), lines)
+    _walk(root, (), lines, set())
     return lines
 
 
-def _walk(node: Any, path: YamlPath, lines: dict[YamlPath, int]) -> None:
-    if node is None:
+def _walk(node: Any, path: YamlPath, lines: dict[YamlPath, int], seen: set[int]) -> None:
+    if node is None or id(node) in seen:  # an aliased node is walked once (no alias bombs)
         return
+    seen.add(id(node))
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             lines[path + (key.value,)] = key.start_mark.line + 1
-            _walk(value, path + (key.value,), lines)
+            _walk(value, path + (key.value,), lines, seen)
             lines[path + (key.value,)] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, path + (i,), lines)
+            _walk(item, path + (i,), lines, seen)
 
 
 def _line(lines: dict[YamlPath, int], loc: YamlPath) -> int | None:

@@ -1,7 +1,9 @@
 """Find, describe and load models: built-in (tiny, demo), local directories and hub ids.
 
 Invariant: one loading path for every source (transformers `from_pretrained`, then nnsight's
-`TransformersModel` wrapper); `trust_remote_code` is false unless the config says otherwise; a
+`TransformersModel` wrapper); `trust_remote_code` is false unless the config says otherwise (and an
+experiment file cannot say so: nnrun.policy); weights are safetensors only unless the user sets
+`model.allow_pickle=true`; a
 model is loaded once per process; a model that cannot be reached raises `ModelError`, never a hub
 traceback.
 """
@@ -32,6 +34,9 @@ class ModelSpec(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
     device: str = "cpu"
     trust_remote_code: bool = False
+    allow_pickle: bool = Field(
+        False, description="load pickle weights (pytorch_model.bin, *.pt): pickle can run code; "
+                           "set it on your command line only for a checkpoint you trust")
     family: Literal["gpt2", "gpt_neox", "llama"] | None = Field(
         None, description="site map for a model type nnrun does not recognise; a recognised "
                           "config.model_type always wins (so changing model.path stays correct)")
@@ -122,15 +127,44 @@ def load_model(spec: ModelSpec):
 
     hf_logging.disable_progress_bar()  # one progress bar per sweep job buries the results
     tokenizer = load_tokenizer(spec)
+    path = resolve_path(spec)
+    refuse_pickle_weights(spec, path)
     try:
         hf = AutoModelForCausalLM.from_pretrained(
-            resolve_path(spec), revision=spec.revision, dtype=getattr(torch, spec.dtype),
-            trust_remote_code=spec.trust_remote_code, attn_implementation="eager")
+            path, revision=spec.revision, dtype=getattr(torch, spec.dtype),
+            trust_remote_code=spec.trust_remote_code, attn_implementation="eager",
+            use_safetensors=None if spec.allow_pickle else True)
     except (OSError, ValueError) as err:
+        if not spec.allow_pickle and "safetensors" in str(err).lower():
+            raise _pickle_error(spec, "the model has no safetensors weights") from err
         raise _unavailable(spec, err) from err
     hf.to(spec.device).eval()
     _LOADED[key] = TransformersModel(hf, tokenizer=tokenizer)
     return _LOADED[key]
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def refuse_pickle_weights(spec: ModelSpec, path: str) -> None:
+    """Safetensors only: a local checkpoint with pickle weights and no safetensors is refused
+    unless `model.allow_pickle=true` (hub models: `use_safetensors=True` does the same)."""
+    folder = Path(path).expanduser()
+    if spec.allow_pickle or not folder.is_dir():
+        return
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise _pickle_error(spec, f"`{spec.path}` holds pickle weights ({', '.join(pickles)}) "
+                                  "and no .safetensors file")
+
+
+def _pickle_error(spec: ModelSpec, message: str) -> ModelError:
+    return ModelError("pickle weights refused:", [Issue(
+        "pickle_weights", message + "; loading pickle can run arbitrary code", "model.path",
+        hint="convert the checkpoint to safetensors (model.save_pretrained(dir)), or, if you "
+             "trust it, add `model.allow_pickle=true` on your command line")])
 
 
 def load_lazy(spec: ModelSpec):
@@ -143,6 +177,12 @@ def load_lazy(spec: ModelSpec):
     from nnsight import TransformersModel
 
     path = resolve_path(spec)
+    if not spec.trust_remote_code and getattr(load_config(spec), "auto_map", None):
+        # nnsight's meta path builds the model with trust_remote_code=True whatever we pass
+        raise ModelError("custom model code refused:", [Issue(
+            "remote_code", f"`{spec.path}` ships its own model code (config.json `auto_map`)",
+            "model.path", hint="if you trust it, add `model.trust_remote_code=true` (and pin "
+                               "model.revision to a commit) on your command line")])
     try:
         return TransformersModel(path, task="text-generation", tokenizer=load_tokenizer(spec),
                                  revision=spec.revision, trust_remote_code=spec.trust_remote_code)
@@ -159,7 +199,7 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         commit = spec.revision
     return {"name": spec.name, "path": spec.path, "resolved": path, "revision": spec.revision,
             "commit": commit, "dtype": spec.dtype, "device": spec.device,
-            "trust_remote_code": spec.trust_remote_code,
+            "trust_remote_code": spec.trust_remote_code, "allow_pickle": spec.allow_pickle,
             "config_sha256": _sha(cfg_file) if cfg_file.exists() else None}
 
 

@@ -1,8 +1,20 @@
 """The run directory: resolved config, program, tensors, plots, graph picture, manifest, COMPLETED.
 
-Invariants: every file is written atomically; `manifest.json` says `running` before the model is
-touched and `completed`/`failed` at the end; `COMPLETED` is written last and only on success, so a
-directory without it is never mistaken for a finished run.
+Invariants:
+* One run per directory: `job_guard` holds an exclusive `flock` on `<run>/.nnrun.lock` for the
+  whole job; a second run into the same directory fails at once with an OutputError.
+* Before anything else, a job removes a previous run's `COMPLETED` (so a re-run that then fails,
+  even in validation, is never mistaken for the old result) and the `.tmp-*` files a killed run
+  left behind.
+* Every file is written atomically; `manifest.json` says `running` before the model is touched and
+  `failed`/`terminated` (with the error) when a job ends early, SIGTERM included.
+* Completion is one step: the final manifest is written to a temporary file, hard-linked as
+  `COMPLETED` (so `COMPLETED` *is* the final manifest and appears only after every artifact it
+  lists), then renamed over `manifest.json`. `manifest.json` therefore never says `completed`
+  without `COMPLETED`; if the process dies between the link and the rename, `COMPLETED` still
+  holds the completed manifest and `nnrun verify` checks the directory against it.
+* Secrets from the environment (HF_TOKEN, NDIF_API_KEY, ...) never reach the manifest, the
+  config or any text written here (nnrun.redact).
 """
 
 from __future__ import annotations
@@ -15,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from nnrun.atomic import atomic_write_text, sha256_file, write_tensors
+from nnrun.redact import redact
+from nnrun.rundir import (Terminated, checkpoint, clear_completed, complete, inside,
+                          manifest_text)
 
 MANIFEST_VERSION = 1
 
@@ -47,20 +62,21 @@ class RunDir:
     def start(self, experiment: dict[str, Any], model: dict[str, Any], stage: str,
               overrides: list[str]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "COMPLETED").unlink(missing_ok=True)  # a re-run is incomplete until it ends
+        clear_completed(self.path)  # a re-run is incomplete until it ends (job_guard did it too)
         self.manifest = {"manifest_version": MANIFEST_VERSION, "status": "running",
                          "stage": stage, "started_at": now(), "finished_at": None,
                          "experiment": experiment, "model": model, "overrides": overrides,
                          "versions": versions(), "timings_s": {}, "artifacts": [],
                          "error": None}
         self.save_manifest()
+        checkpoint("started")
 
     def save_manifest(self) -> None:
-        atomic_write_text(self.path / "manifest.json", json.dumps(self.manifest, indent=2) + "\n")
+        atomic_write_text(self.path / "manifest.json", manifest_text(self.manifest))
 
     def write_text(self, name: str, text: str, kind: str, node: str | None = None) -> Path:
-        path = self.path / name
-        atomic_write_text(path, text)
+        path = inside(self.path, name)
+        atomic_write_text(path, redact(text))
         self.record(path, kind, node)
         return path
 
@@ -70,12 +86,16 @@ class RunDir:
             "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra})
 
     def finish(self, error: dict[str, Any] | None = None) -> None:
-        self.manifest["status"] = "failed" if error else "completed"
+        if error and error.get("type") == Terminated.__name__:
+            error = {**error, "exit_code": Terminated.exit_code}
+        self.manifest["status"] = ("terminated" if error and error["type"] == "Terminated"
+                                   else "failed" if error else "completed")
         self.manifest["error"] = error
         self.manifest["finished_at"] = now()
-        self.save_manifest()
-        if error is None:
-            atomic_write_text(self.path / "COMPLETED", self.manifest["finished_at"] + "\n")
+        if error is not None:
+            self.save_manifest()
+            return
+        complete(self.path, manifest_text(self.manifest))
 
 
 @dataclass
@@ -100,7 +120,7 @@ class ArtifactContext:
 
     def plot_stem(self, name: str) -> Path:
         (self.run.path / "plots").mkdir(exist_ok=True)
-        return self.run.path / "plots" / name
+        return inside(self.run.path / "plots", name)
 
     def as_matrix(self, value, keep: tuple[str, ...]):
         """Permute `value` to the `keep` axes; every other axis must have size 1."""
@@ -131,8 +151,9 @@ class ArtifactContext:
             atomic_write_text(path, json.dumps({"value": value, "metadata": meta}, indent=1))
             self.run.record(path, "strings", self.node_id)
             return path
-        path = folder / f"{name}.safetensors"
-        write_tensors(path, {name: value}, meta)
+        path = inside(folder, f"{name}.safetensors")
+        write_tensors(path, {name: value}, redact(meta))
         self.run.record(path, "tensor", self.node_id, shape=list(value.shape),
                         dtype=str(value.dtype).replace("torch.", ""), axes=list(axes))
         return path
+
