@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nnrun.nodes import REGISTRY
 from nnrun.nodes.base import NODE_ID_PATTERN
+from nnrun.policy import NAME_MAX, NAME_PATTERN
 
 FORMAT_VERSION = 1
 ScopeKind = Literal["session", "trace", "generate", "invoke", "step"]
@@ -72,7 +73,8 @@ class ExperimentSpec(_Strict):
     """One experiment file: metadata, sweepable params and the graph."""
 
     format: Literal[1] = Field(FORMAT_VERSION, description="experiment format version")
-    name: str
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX,
+                      description="names the run directory: letters, digits, `_`, `-`, single dots")
     description: str = ""
     params: dict[str, Any] = Field(
         default_factory=dict, description="sweepable values, referenced as ${params.x}")
