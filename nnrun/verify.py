@@ -113,7 +113,10 @@ def _check_artifacts(run_dir: Path, manifest: dict[str, Any], report: Report,
             _check_tensor(path, rel, artifact, report)
     if complete:
         for extra in _unrecorded(run_dir, recorded):
-            report.problems.append(f"{extra}: not recorded in the manifest")
+            if Path(extra).name.startswith(".tmp-"):  # a write in flight when a process died
+                report.notes.append(f"{extra}: temporary file of a killed process (removable)")
+            else:
+                report.problems.append(f"{extra}: not recorded in the manifest")
 
 
 def _check_tensor(path: Path, rel: str, artifact: dict[str, Any], report: Report) -> None:
