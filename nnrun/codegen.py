@@ -1,13 +1,22 @@
 """Turn a bound graph into the source of an nnsight program (`program.py`) with a line → node map.
 
-Invariant: pure text generation; the same graph, model structure and binding always give the same
-source, byte for byte, so the content-addressed file name is stable.
+The program is a function of its data (torch.fx's `PythonCode` idea): `run(model, data)` runs one
+chunk of examples; prompts, loop points, per-example positions and answer ids arrive in `data`,
+never as literals, so one compiled program serves every chunk of a dataset and every sweep point
+that differs only in data. `finish(values)` runs once, after the reductions over examples.
+
+Invariants: pure text generation (the same graph and model structure give the same source, byte for
+byte, so the content-addressed file name is stable); every user string reaches the source only as
+a Python literal (`repr`) inside a comment or an expression, never spliced as code; every name is
+claimed from one namespace, so node ids never collide with generated names or loop variables.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import keyword
+import math
 from dataclasses import dataclass, field
 
 from nnrun import __version__
@@ -18,7 +27,31 @@ from nnrun.nodes.fields import concrete_layers, loop_var
 from nnrun.schedule import InvokePlan, Schedule, TracePlan, make_schedule
 from nnrun.sites import python_ref, resolve
 
-RESERVED = {"model", "torch", "tracer", "PROMPTS", "POINTS", "run", "decode_ids", "step"}
+# Names the program itself uses: the arguments, the parts of `data`, loop variables.
+PROGRAM_NAMES = ("model", "data", "values", "torch", "tracer", "run", "finish", "decode_ids",
+                 "rows", "prompts", "points", "index", "mask", "tokens")
+LOOP_NAMES = ("layer", "position", "step")  # claimed first, so they keep their own names
+MAX_PROGRAM_LINES = 20_000
+
+
+class Namespace:
+    """One object, one name: every name is unique and never a keyword, a builtin or a name the
+    program uses for itself (after torch.fx's `_Namespace`)."""
+
+    def __init__(self, reserved: tuple[str, ...] = PROGRAM_NAMES) -> None:
+        self._taken = set(reserved) | set(keyword.kwlist) | set(dir(builtins))
+        self._names: dict[object, str] = {}
+
+    def name(self, obj: object, base: str) -> str:
+        """The name of `obj`, claimed from `base` the first time (`base`, `base_1`, ...)."""
+        if obj not in self._names:
+            candidate, n = base, 0
+            while candidate in self._taken:
+                n += 1
+                candidate = f"{base}_{n}"
+            self._taken.add(candidate)
+            self._names[obj] = candidate
+        return self._names[obj]
 
 
 @dataclass(frozen=True)
@@ -30,7 +63,7 @@ class SiteRef:
 
 @dataclass
 class Program:
-    """Generated source and, per line number, the node that line belongs to."""
+    """Generated source, per line number the node that line belongs to, and the schedule."""
 
     source: str
     line_map: dict[int, str]
@@ -41,11 +74,6 @@ class Program:
         return hashlib.sha256(self.source.encode()).hexdigest()[:12]
 
 
-def var(node_id: str) -> str:
-    """A Python name for a node's value (node ids are identifiers; avoid keywords/reserved)."""
-    return node_id + "_" if keyword.iskeyword(node_id) or node_id in RESERVED else node_id
-
-
 @dataclass
 class EmitContext:
     """What a node's `emit()` may ask for while its code is generated."""
@@ -53,6 +81,7 @@ class EmitContext:
     graph: Graph
     binding: Binding
     node_id: str
+    names: Namespace
 
     @property
     def node(self):
@@ -60,21 +89,47 @@ class EmitContext:
 
     @property
     def out(self) -> str:
-        return var(self.node_id)
+        return self.var(self.node_id)
+
+    def var(self, node_id: str) -> str:
+        return self.names.name(("node", node_id), node_id)
+
+    def fresh(self, base: str) -> str:
+        """A new name derived from this node's (e.g. one part per layer)."""
+        return self.names.name(("part", self.node_id, base), base)
+
+    def loop(self, variable: str) -> str:
+        return self.names.name(("loop", variable), variable)
 
     def _source(self, port: str, i: int = 0):
         return self.graph.nodes[self.node.inputs[port][i]]
 
     def input(self, port: str) -> str:
-        return var(self._source(port).id)
+        return self.var(self._source(port).id)
 
     def in_axes(self, port: str) -> tuple[str, ...]:
         src = self._source(port)
         same_loop = src.scope == self.node.scope and self.graph.loop_axes(src.scope)
         return self.graph.point_axes[src.id] if same_loop else self.graph.axes[src.id]
 
-    def token_id(self, text: str) -> int:
-        return self.binding.token_ids[text]
+    @staticmethod
+    def literal(value) -> str:
+        """A number as Python source; non-finite floats stay valid Python."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"float({str(value)!r})"
+        return repr(value)
+
+    def token_ids(self, field_name: str) -> str:
+        """Code for this node's token ids of `field_name`: one per example, shape (example,)."""
+        return f"tokens[{f'{self.node_id}.{field_name}'!r}]"
+
+    def pick_token(self, x: str, field_name: str, axes: tuple[str, ...],
+                   keepdim: bool = False) -> str:
+        """`x[..., token]` with the token chosen per example: `axes` are x's, ending in vocab."""
+        shape = ", ".join("-1" if a == "example" else "1" for a in axes[:-1])
+        ids = f"{self.token_ids(field_name)}.view({shape}{', ' if shape else ''}1)"
+        picked = f"torch.take_along_dim({x}, {ids}, dim=-1)"
+        return picked if keepdim else picked + ".squeeze(-1)"
 
     def stacks_layers(self, layer) -> bool:
         return layer == "all" or isinstance(layer, list)
@@ -86,7 +141,7 @@ class EmitContext:
         if layer is None:
             layers = [None]
         elif loop_var(layer):
-            layers = [loop_var(layer)]
+            layers = [self.loop(loop_var(layer))]
         else:
             layers = [str(v) for v in concrete_layers(layer, info.n_layers)]
         refs = []
@@ -105,13 +160,29 @@ class EmitContext:
         template, _ = resolve(site, info.family if info else None)
         return python_ref(template)
 
-    def position_index(self, position) -> str:
-        """Index expression selecting the position dim (dim 1 of (batch, position, ...))."""
+    def select(self, code: str, position) -> str:
+        """`code` (example, position, ...) read at this node's position(s), per example."""
         if loop_var(position):
-            return f"[:, {loop_var(position)}]"
-        invoke = self.graph.invoke_of(self.node.scope)
-        index = self.binding.invokes[invoke.id].position(position)
-        return "" if index is None else f"[:, {index}]"
+            return f"{code}[:, {self.loop(loop_var(position))}]"
+        where = self.binding.positions[self.node_id]
+        key = repr(self.node_id)
+        if where.kind == "slice":
+            return f"{code}[:, index[{key}]]"
+        if where.kind == "row":
+            return f"{code}[rows, index[{key}]]"
+        # Prompts of different lengths: gather each example's own tokens; cells past the end of
+        # a shorter prompt become NaN, so no statistic can mistake padding for a token.
+        return (f"torch.where(mask[{key}].unsqueeze(-1), "
+                f"{code}[rows.unsqueeze(-1), index[{key}]], torch.nan)")
+
+    def target(self, code: str, position) -> str:
+        """The assignment target writing `code` at this node's position(s), per example."""
+        if loop_var(position):
+            return f"{code}[:, {self.loop(loop_var(position))}]"
+        where = self.binding.positions[self.node_id]
+        key = repr(self.node_id)
+        return {"slice": f"{code}[:, index[{key}]]", "row": f"{code}[rows, index[{key}]]",
+                "ragged": f"{code}[:]"}[where.kind]
 
     def layer_index_into(self, port: str, layer_code: str | None) -> str:
         """Index of `layer_code` in the input's stacked `layer` axis."""
@@ -134,58 +205,83 @@ class _Writer:
                 self.line_map[len(self.lines)] = node
 
 
+RUN_PROLOGUE = '''\
+rows = data["rows"]  # (example,) 0..n-1 within this chunk
+prompts = data["prompts"]  # invoke scope -> one prompt per example
+points = data["points"]  # foreach scope -> its loop points
+index = data["index"]  # node -> positions counted from the end: slice | (example,) | (example, position)
+mask = data["mask"]  # node -> (example, position): True where the prompt has that token
+tokens = data["tokens"]  # "node.field" -> (example,) token ids'''
+
+
 def generate(graph: Graph, binding: Binding, source_name: str = "") -> Program:
     """Compile the graph into a Program (schedule + source text)."""
-    emit = lambda nid: graph.nodes[nid].type.emit(  # noqa: E731
-        graph.nodes[nid].params, EmitContext(graph, binding, nid))
+    names = Namespace()
+    for variable in LOOP_NAMES:
+        names.name(("loop", variable), variable)
+    for nid in graph.order:  # node values claim their ids first: derived names yield to them
+        names.name(("node", nid), nid)
+    ctx = {nid: EmitContext(graph, binding, nid, names) for nid in graph.nodes}
+    emit = lambda nid: graph.nodes[nid].type.emit(graph.nodes[nid].params, ctx[nid])  # noqa: E731
     schedule = make_schedule(graph, binding, emit)
     w = _Writer()
-    _header(w, graph, binding, schedule, source_name)
+    var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
+    _header(w, graph, schedule, source_name)
     w.add(0, "@torch.no_grad()")
-    w.add(0, "def run(model):")
-    w.add(1, f'"""Run `{graph.spec.name}` on an nnsight model; return the values sinks need."""')
+    w.add(0, "def run(model, data):")
+    w.add(1, '"""One chunk of examples -> the values reducers and sinks need."""')
+    w.add(1, RUN_PROLOGUE)
     depth = 1
     if schedule.session:
         w.add(1, "with model.session():")
         depth = 2
     for trace in schedule.traces:
-        _trace(w, depth, trace, graph, schedule)
+        _trace(w, depth, trace, graph, schedule, names)
     for nid, stmt in schedule.post:
-        w.add(1, _annotated(stmt.code, nid), nid)
-    returns = ", ".join(f'"{nid}": {var(nid)}' for nid in schedule.returns)
-    w.add(1, f"return {{{returns}}}")
+        w.add(1, _annotated(stmt.code, nid, graph, var(nid)), nid)
+    w.add(1, _return(schedule.returns, var))
+    _finish(w, graph, schedule, var)
+    if len(w.lines) > MAX_PROGRAM_LINES:
+        from nnrun.errors import CompileError, Issue
+
+        raise CompileError("the program is too large:", [Issue(
+            "program_too_large", f"{len(w.lines):,} lines (limit {MAX_PROGRAM_LINES:,})",
+            "graph", hint="use foreach or a dataset instead of listing nodes one by one")])
     return Program("\n".join(w.lines) + "\n", w.line_map, schedule)
 
 
-def _header(w: _Writer, graph: Graph, binding: Binding, schedule: Schedule, source: str) -> None:
-    w.add(0, f'"""nnsight program for experiment `{graph.spec.name}`, generated by nnrun '
-             f'{__version__}{" from " + source if source else ""}.\n\n'
-             'Do not edit: regenerate with `nnrun ... stage=export`. `run(model)` expects an\n'
-             'nnsight TransformersModel. Positions are counted from the end of each prompt so '
-             'that\nleft padding cannot shift them.\n"""')
+def _header(w: _Writer, graph: Graph, schedule: Schedule, source: str) -> None:
+    w.add(0, f'"""nnsight program generated by nnrun {__version__}.\n\n'
+             '`run(model, data)` runs one chunk of examples on an nnsight TransformersModel and '
+             'returns the\nvalues that reducers and sinks need; `finish(values)` runs once, after '
+             'the statistics over\nexamples. Positions arrive counted from the end of each prompt, '
+             'so left padding cannot shift\nthem. Do not edit: regenerate with '
+             '`nnrun ... stage=export`.\n"""')
+    w.add(0, f"# experiment: {graph.spec.name!r}" + (f"  (from {source!r})" if source else ""))
     w.add(0, "import torch\n")
-    prompts = {b.scope: (list(b.prompts) if b.batched or "prompt" in b.loop_vars
-                         else b.prompts[0])
-               for b in binding.invokes.values()}
-    w.add(0, f"PROMPTS = {_literal(prompts)}")
-    points = {b.scope: [tuple(p) for p in b.points] for b in binding.invokes.values()
-              if b.loop_vars}
-    if points:
-        w.add(0, "# foreach grids: one invoke per point, " + "; ".join(
-            f"{s}: ({', '.join(binding.invokes[s].loop_vars)})" for s in points))
-        w.add(0, f"POINTS = {_literal(points)}")
     for pre in schedule.preambles:
         w.add(0, pre.rstrip())
     w.add(0, "")
 
 
-def _literal(value) -> str:
-    text = repr(value)
-    return text if len(text) < 90 else "{\n" + "".join(
-        f"    {k!r}: {v!r},\n" for k, v in value.items()) + "}"
+def _return(nids: list[str], var) -> str:
+    return "return {" + ", ".join(f"{nid!r}: {var(nid)}" for nid in nids) + "}"
 
 
-def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Schedule) -> None:
+def _finish(w: _Writer, graph: Graph, schedule: Schedule, var) -> None:
+    w.add(0, "")
+    w.add(0, "")
+    w.add(0, "def finish(values):")
+    w.add(1, '"""Once, after every chunk: what follows the statistics over examples."""')
+    for nid in schedule.final_inputs:
+        w.add(1, f"{var(nid)} = values[{nid!r}]  # {_axes(graph, nid)}", nid)
+    for nid, stmt in schedule.final:
+        w.add(1, _annotated(stmt.code, nid, graph, var(nid)), nid)
+    w.add(1, _return(schedule.final_returns, var))
+
+
+def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Schedule,
+           names: Namespace) -> None:
     s = trace.scope
     if s.kind == "generate":
         n = s.max_new_tokens
@@ -194,57 +290,69 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
     else:
         w.add(depth, f"with model.trace() as tracer:  # scope: {s.id}")
     body = depth + 1
-    wrote = False
+    barrier = {b: names.name(("barrier", s.id, b), b) for b in trace.barriers}
     for name in trace.barriers:
-        w.add(body, f"{name} = tracer.barrier(2)")
-        wrote = True
+        w.add(body, f"{barrier[name]} = tracer.barrier(2)")
+    var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
+    points = lambda nid: names.name(("points", nid), f"{var(nid)}_points")  # noqa: E731
     for plan in trace.invokes:
         for nid in plan.collect:
             save = "" if schedule.session or nid not in schedule.saves else ".save()"
-            w.add(body, f"{var(nid)}_points = list(){save}  # one entry per loop point", nid)
-            wrote = True
+            w.add(body, f"{points(nid)} = list(){save}  # one entry per loop point", nid)
     for plan in trace.invokes:
-        _invoke(w, body, plan, graph, schedule, first=not wrote)
-        wrote = True
+        _invoke(w, body, plan, graph, schedule, names, barrier)
     for plan in trace.invokes:
         for nid in plan.collect:
             shape = ", ".join(map(str, plan.loop_shape)) + ("," if len(plan.loop_shape) == 1 else "")
             save = ".save()" if schedule.session and nid in schedule.saves else ""
-            w.add(depth, f"{var(nid)} = torch.stack({var(nid)}_points).unflatten(0, ({shape}))"
-                         f"{save}  # loop axes first", nid)
+            w.add(depth, f"{var(nid)} = torch.stack({points(nid)}).unflatten(0, ({shape}))"
+                         f"{save}  # {_axes(graph, nid)}", nid)
 
 
 def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Schedule,
-            first: bool) -> None:
+            names: Namespace, barrier: dict[str, str]) -> None:
     b = plan.binding
+    var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
     if b.loop_vars:
-        names = ", ".join(b.loop_vars) + ("," if len(b.loop_vars) == 1 else "")
-        w.add(depth, f'for {names} in POINTS["{b.scope}"]:')
+        loops = [names.name(("loop", v), v) for v in b.loop_vars]
+        w.add(depth, f"for {', '.join(loops)}{',' if len(loops) == 1 else ''} in "
+                     f"points[{b.scope!r}]:")
         depth += 1
-    prompt = "prompt" if "prompt" in b.loop_vars else f'PROMPTS["{b.scope}"]'
-    w.add(depth, f"with tracer.invoke({prompt}):  # scope: {b.scope}")
+    w.add(depth, f"with tracer.invoke(prompts[{b.scope!r}]):  # scope: {b.scope}")
     depth += 1
     if plan.step is not None:
-        w.add(depth, f"for step in tracer.iter[:{plan.step.steps}]:  # scope: {plan.step.id}")
+        step = names.name(("loop", "step"), "step")
+        w.add(depth, f"for {step} in tracer.iter[:{plan.step.steps}]:  # scope: {plan.step.id}")
         depth += 1
     for i, (nid, stmt) in enumerate(plan.stmts):
         for name in plan.barriers.get(i, []):
-            w.add(depth, f"{name}()")
+            w.add(depth, f"{barrier[name]}()")
         save = nid in schedule.saves and not plan.looped and _is_last(plan, i)
-        w.add(depth, _annotated(stmt.code, nid), nid)
+        point_axes = plan.looped
+        w.add(depth, _annotated(stmt.code, nid, graph, var(nid), point_axes), nid)
         if save:
             w.add(depth, f"{var(nid)}.save()", nid)
         if plan.looped and nid in plan.collect and _is_last(plan, i):
-            w.add(depth, f"{var(nid)}_points.append({var(nid)})", nid)
+            points = names.name(("points", nid), f"{var(nid)}_points")
+            w.add(depth, f"{points}.append({var(nid)})", nid)
     for name in plan.barriers.get(len(plan.stmts), []):
-        w.add(depth, f"{name}()")
+        w.add(depth, f"{barrier[name]}()")
     if not plan.stmts:
         w.add(depth, "pass")
 
 
-def _annotated(code: str, node_id: str) -> str:
-    """Every generated line names its node, unless the node wrote its own comment."""
-    return code if "#" in code else f"{code}  # node: {node_id}"
+def _axes(graph: Graph, nid: str, point: bool = False) -> str:
+    axes = graph.point_axes.get(nid, ()) if point else graph.axes.get(nid, ())
+    return "(" + ", ".join(axes) + ")"
+
+
+def _annotated(code: str, node_id: str, graph: Graph, name: str, point: bool = False) -> str:
+    """Every generated line names its node; the line that produces the node's value also
+    names its axes (nanoGPT style: the shape of every tensor line)."""
+    if "#" in code:
+        return code
+    axes = f" {_axes(graph, node_id, point)}" if code.startswith(f"{name} = ") else ""
+    return f"{code}  # node: {node_id}{axes}"
 
 
 def _is_last(plan: InvokePlan, i: int) -> bool:

@@ -33,6 +33,7 @@ class Compiled:
     graph: Graph
     binding: Binding | None = None
     program: Program | None = None
+    batch_size: int = 1          # examples per chunk (one forward pass per chunk)
 
 
 def model_spec(config: dict[str, Any]) -> ModelSpec:
@@ -54,17 +55,56 @@ def validate(config: dict[str, Any], source: Path | None = None) -> Compiled:
     model = model_spec(config)
     with _located_in(source):
         graph = build_graph(spec, model_info(model))
+        _dataset(spec, source)  # columns and rows are checked here too, before any tokenizer
     return Compiled(spec, model, graph)
 
 
 def compile_program(config: dict[str, Any], source: Path | None = None) -> Compiled:
-    """Validate, bind to the tokenizer and generate the program (still no weights)."""
+    """Validate, load the examples, bind them to the tokenizer and generate the program (still
+    no weights). The program does not depend on the examples, only on the graph's shape."""
     compiled = validate(config, source)
     with _located_in(source):
-        compiled.binding = bind(compiled.graph, load_tokenizer(compiled.model))
+        dataset = _dataset(compiled.spec, source)
+        compiled.binding = bind(compiled.graph, load_tokenizer(compiled.model), dataset)
         compiled.program = generate(compiled.graph, compiled.binding,
                                     source.name if source else "")
+        compiled.batch_size = _batch_size(compiled)
     return compiled
+
+
+def _dataset(spec: ExperimentSpec, source: Path | None):
+    from nnrun.data import load_dataset
+
+    if spec.data is None:
+        return None
+    return load_dataset(spec.data, source, needed_columns(spec))
+
+
+def needed_columns(spec: ExperimentSpec) -> dict[str, str]:
+    """Every column the scopes and nodes refer to, and whether it holds text or an integer."""
+    from nnrun.refs import Column, Match
+
+    needed: dict[str, str] = {}
+    for scope in spec.graph.scopes:
+        if isinstance(scope.input, Column):
+            needed[scope.input.column] = "text"
+    for node in spec.graph.nodes:
+        for name, value in node:
+            if isinstance(value, Match) and isinstance(value.match, Column):
+                needed[value.match.column] = "text"
+            elif isinstance(value, Column):
+                needed[value.column] = "int" if name == "position" else "text"
+    return needed
+
+
+def _batch_size(compiled: Compiled) -> int:
+    from nnrun.chunks import auto_batch_size
+
+    size = compiled.spec.batch_size
+    if size != "auto":
+        return min(size, compiled.binding.n_examples)
+    itemsize = {"float32": 4, "float64": 8}.get(compiled.model.dtype, 2)
+    return auto_batch_size(compiled.binding, compiled.graph.info, itemsize)
 
 
 @contextmanager
@@ -90,7 +130,7 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
         overrides: list[str] | None = None) -> Path:
     """The whole job: compile, load the model, execute, write the run directory."""
     from nnrun.outputs import RunDir
-    from nnrun.writer import write_results, write_static
+    from nnrun.writer import open_sinks, write_static
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -110,11 +150,19 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
         from nnrun.run import execute
 
         t0 = time.perf_counter()
-        values = execute(compiled.program, model)
-        timings["execute"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        write_results(out, compiled, values, config_hash(config))
+        sinks = open_sinks(out, compiled, config_hash(config))
+        try:
+            values = execute(compiled, model, consume=sinks.update_chunk, collect=False,
+                             progress=True)
+            timings["execute"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            sinks.close(values)
+        except BaseException:
+            sinks.abort()
+            raise
         timings["write"] = time.perf_counter() - t0
+        out.manifest["examples"] = compiled.binding.n_examples
+        out.manifest["batch_size"] = compiled.batch_size
     except BaseException as err:
         out.manifest["timings_s"] = timings
         out.finish(error_record(err))

@@ -20,21 +20,29 @@ class ScanModel:
 
 
 def plan_report(compiled) -> str:
+    from nnrun.chunks import chunk_data, chunk_ranges
     from nnrun.models import load_lazy
-    from nnrun.run import execute
+    from nnrun.run import call_program, import_program, materialize
 
-    schedule = compiled.program.schedule
-    lines = [f"plan for `{compiled.spec.name}` on {compiled.model.name} (no weights loaded):"]
+    schedule, binding = compiled.program.schedule, compiled.binding
+    chunks = chunk_ranges(binding.n_examples, compiled.batch_size)
+    lines = [f"plan for `{compiled.spec.name}` on {compiled.model.name} (no weights loaded):",
+             f"  {binding.n_examples} example(s) from {binding.dataset.source}, in {len(chunks)} "
+             f"chunk(s) of up to {compiled.batch_size}; one compiled program serves every chunk"]
     for trace in schedule.traces:
         n = sum(len(p.binding.points) for p in trace.invokes)
-        lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {n} invoke(s) in one batched "
-                     "forward pass")
+        lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {n} invoke(s) per chunk in one "
+                     "batched forward pass")
     if any(t.scope.kind == "generate" for t in schedule.traces):
         shapes = {nid: _derived_shape(compiled, nid) for nid in schedule.returns}
         lines.append("  (generation cannot be scanned; shapes derived from the config)")
-    else:
-        values = execute(compiled.program, ScanModel(load_lazy(compiled.model)))
-        shapes = {nid: list(getattr(values[nid], "shape", [])) for nid in schedule.returns}
+    else:  # the first chunk under scan; the example axis then scales to the whole dataset
+        path = materialize(compiled.program)
+        run = import_program(path).run
+        values = call_program(compiled.program, path, run, ScanModel(load_lazy(compiled.model)),
+                              chunk_data(binding, *chunks[0], device="meta"))
+        shapes = {nid: _whole_dataset(compiled, nid, list(getattr(values[nid], "shape", [])))
+                  for nid in schedule.returns}
     itemsize = {"float32": 4, "float64": 8}.get(compiled.model.dtype, 2)
     total = 0
     for nid, shape in shapes.items():
@@ -44,14 +52,22 @@ def plan_report(compiled) -> str:
         total += count * itemsize
         axes = compiled.graph.axes[nid]
         lines.append(f"  {nid:<20} ({', '.join(axes)}) = {tuple(shape)}  {count * itemsize:,} B")
-    lines.append(f"  kept after the run: {total:,} bytes; program.py: "
+    lines.append(f"  per-example values over the dataset: {total:,} bytes; program.py: "
                  f"{len(compiled.program.source.splitlines())} lines")
     return "\n".join(lines)
 
 
+def _whole_dataset(compiled, nid: str, shape: list[int]) -> list[int]:
+    axes = compiled.graph.axes[nid]
+    if "example" in axes and shape:
+        shape[axes.index("example")] = compiled.binding.n_examples
+    return shape
+
+
 def _derived_shape(compiled, nid) -> list[int]:
     info, coords = compiled.graph.info, compiled.binding.node_coords.get(nid, {})
-    sizes = {"hidden": info.hidden_size, "vocab": info.vocab_size, "batch": 1}
+    sizes = {"hidden": info.hidden_size, "vocab": info.vocab_size,
+             "example": compiled.binding.n_examples}
     loops = {}
     for plan in (p for t in compiled.program.schedule.traces for p in t.invokes):
         if plan.step is not None:

@@ -221,6 +221,7 @@ def line(
     series_labels: list[str] | None,
     title: str,
     out_stem: Path,
+    band: torch.Tensor | None = None,
 ) -> list[Path]:
     """Draw one or more series over a shared x axis (e.g. a metric per layer).
 
@@ -233,6 +234,8 @@ def line(
             several series (None names them ``series 0``, ``series 1``, ...).
         title: Figure title.
         out_stem: Output path without extension.
+        band: Optional half-width of an error band around each series (same shape as
+            ``values``), e.g. the standard error of a mean over examples.
 
     Returns:
         The PNG path and the SVG path.
@@ -241,14 +244,18 @@ def line(
         ValueError: If ``values`` is not 1-D or 2-D, or a label list has the wrong length.
     """
     data = np.atleast_2d(_as_array(values, (1, 2)))
+    spread = None if band is None else np.atleast_2d(_as_array(band, (1, 2)))
     n_series, n_x = data.shape
     names = _series_names(series_labels, n_series)
 
     fig = new_figure(_clamp(3.0 + 0.3 * n_x, 5.0, 14.0), 4.0)
     ax = fig.add_subplot()
     xs = np.arange(n_x)
-    for series, name in zip(data, names, strict=True):
-        ax.plot(xs, series, marker="o", markersize=4, linewidth=1.5, label=name)
+    for i, (series, name) in enumerate(zip(data, names, strict=True)):
+        drawn = ax.plot(xs, series, marker="o", markersize=4, linewidth=1.5, label=name)
+        if spread is not None:
+            ax.fill_between(xs, series - spread[i], series + spread[i], alpha=0.2,
+                            color=drawn[0].get_color(), linewidth=0)
     if n_series > 1:
         ax.legend(frameon=False)
     ax.grid(True, alpha=0.3)

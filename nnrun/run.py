@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nnrun.codegen import Program
 from nnrun.errors import Issue, RunError
@@ -45,16 +45,68 @@ def import_program(path: Path):
     return module
 
 
-def execute(program: Program, model) -> dict[str, Any]:
-    """Run `program` on `model`; returns the values the sinks need.
+def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = None,
+            collect: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Run the compiled program over every chunk of examples, then its `finish`.
+
+    Args:
+        compiled: a `pipeline.Compiled` (program, binding, graph, batch size).
+        consume: called with each chunk's values (the run directory's sinks stream them).
+        collect: also return every per-chunk value joined along its `example` axis (tests,
+            small runs); without it memory stays bounded by a chunk.
+        progress: show a progress bar (chunks, rate, ETA) on a terminal.
+
+    Returns:
+        Per-chunk values (joined, if collected), the reductions over examples and the values of
+        `finish`, by node id.
 
     Raises:
         RunError: naming the node whose line raised, with the original exception chained.
     """
+    from nnrun.chunks import chunk_data, chunk_ranges
+    from nnrun.sinks import concat_examples
+
+    program, binding, graph = compiled.program, compiled.binding, compiled.graph
+    schedule = program.schedule
     path = materialize(program)
     module = import_program(path)
+    reducers = {nid: graph.nodes[nid].type.reducer(graph.nodes[nid].params, _in_axes(graph, nid))
+                for nid in schedule.reducers}
+    parts: dict[str, list[Any]] = {nid: [] for nid in schedule.returns} if collect else {}
+    chunks = chunk_ranges(binding.n_examples, compiled.batch_size)
+    for start, stop in _progress(chunks, progress, binding.n_examples):
+        data = chunk_data(binding, start, stop, getattr(model, "device", "cpu"))
+        values = call_program(program, path, module.run, model, data)
+        for nid, reducer in reducers.items():
+            reducer.update(values[graph.nodes[nid].sources[0]])
+        if consume is not None:
+            consume(values)
+        for nid in parts:
+            parts[nid].append(values[nid])
+    reduced = {nid: reducer.finalize() for nid, reducer in reducers.items()}
+    finals = call_program(program, path, module.finish, reduced)
+    joined = {nid: concat_examples(chunks_, graph.axes[nid].index("example"))
+              if "example" in graph.axes[nid] else chunks_[-1] for nid, chunks_ in parts.items()}
+    return {**joined, **reduced, **finals}
+
+
+def _in_axes(graph, nid: str) -> dict[str, tuple[str, ...]]:
+    return {port: graph.axes[srcs[0]] for port, srcs in graph.nodes[nid].inputs.items()}
+
+
+def _progress(chunks: list, enabled: bool, n_examples: int):
+    """A progress bar over chunks on a terminal; silent in CI, pipes and files."""
+    if not enabled or len(chunks) < 2 or not sys.stderr.isatty() or os.environ.get("CI"):
+        return chunks
+    from tqdm.auto import tqdm
+
+    return tqdm(chunks, desc=f"{n_examples} examples", unit="chunk", leave=False)
+
+
+def call_program(program: Program, path: Path, function: Callable, *args) -> dict[str, Any]:
+    """Call `run` or `finish` of the imported program, mapping a failure to its node."""
     try:
-        return module.run(model)
+        return function(*args)
     except Exception as err:  # any failure inside the program is reported per node
         line = failing_line(err, path)
         node = program.line_map.get(line) if line else None

@@ -46,12 +46,22 @@ class TracePlan:
 
 @dataclass
 class Schedule:
+    """The program's parts. Per chunk of examples `run()` executes `traces` then `post` and
+    returns `returns`; the runner feeds them to `reducers` (across chunks) and sinks; once, at
+    the end, `finish()` executes `final` on the reducers' results and returns `final_returns`.
+    """
+
     session: bool
     traces: list[TracePlan]
     post: list[tuple[str, Stmt]]
     saves: set[str]          # values (or loop lists) that must leave the outermost context
-    returns: list[str]       # values the runner receives (inputs of sinks)
+    returns: list[str]       # per-chunk values the runner receives (for reducers and sinks)
     preambles: list[str]
+    final: list[tuple[str, Stmt]] = field(default_factory=list)
+    reducers: list[str] = field(default_factory=list)
+    final_inputs: list[str] = field(default_factory=list)   # reducer results finish() reads
+    final_returns: list[str] = field(default_factory=list)  # finish()'s values sinks need
+    phase: dict[str, str] = field(default_factory=dict)     # node → model|chunk|reduce|final|sink
 
 
 def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
@@ -75,11 +85,21 @@ def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
     for plan in plans.values():
         issues += _order_invoke(plan, graph)
     issues += _cross_invoke(graph, traces)
-    post = [(nid, s) for nid in graph.order if _is_post(graph, nid) for s in emit(nid)]
-    issues += _post_feeds_model(graph)
+    phase, phase_issues = phases(graph)
+    issues += phase_issues + _post_feeds_model(graph)
+    post = [(nid, s) for nid in graph.order if phase[nid] == "chunk" for s in emit(nid)]
+    final = [(nid, s) for nid in graph.order if phase[nid] == "final" for s in emit(nid)]
     raise_if_issues(issues, CompileError, f"experiment `{graph.spec.name}`")
-    returns = sorted({src for n in graph.nodes.values() if n.type.is_sink for src in n.sources},
+    per_chunk = ("model", "chunk")
+    consumers = [n for n in graph.nodes.values() if phase[n.id] in ("reduce", "sink")]
+    returns = sorted({src for n in consumers for src in n.sources if phase[src] in per_chunk},
                      key=graph.order.index)
+    later = [n for n in graph.nodes.values() if phase[n.id] in ("final", "sink")]
+    final_inputs = sorted({src for n in later for src in n.sources if phase[src] == "reduce"
+                           and phase[n.id] == "final"}, key=graph.order.index)
+    final_returns = sorted({src for n in graph.nodes.values() if phase[n.id] == "sink"
+                            for src in n.sources if phase[src] == "final"},
+                           key=graph.order.index)
     session = len(traces) > 1
     leaving = {src for n in graph.nodes.values() if _is_post(graph, n.id) or n.type.is_sink
                for src in n.sources}
@@ -87,7 +107,48 @@ def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
     _mark_collections(graph, plans)
     preambles = sorted({graph.nodes[n].type.preamble for n in graph.order
                         if graph.nodes[n].type.preamble})
-    return Schedule(session, traces, post, saves, returns, preambles)
+    reducers = [nid for nid in graph.order if phase[nid] == "reduce"]
+    return Schedule(session, traces, post, saves, returns, preambles, final, reducers,
+                    final_inputs, final_returns, phase)
+
+
+def phases(graph: Graph) -> tuple[dict[str, str], list[Issue]]:
+    """When each node runs: in the model (`model`), after the model per chunk of examples
+    (`chunk`), across chunks (`reduce`: a statistic over `example`), once after every chunk
+    (`final`: downstream of a reduction), or as a sink.
+
+    A node that mixes per-example values with dataset-level ones, or that works along the
+    `example` axis without being a reduction, would silently see one chunk only: an issue.
+    """
+    phase: dict[str, str] = {}
+    issues: list[Issue] = []
+    for nid in graph.order:
+        node = graph.nodes[nid]
+        src_phases = {phase[s] for s in node.sources}
+        in_axes = {port: graph.axes[srcs[0]] for port, srcs in node.inputs.items()}
+        if graph.invoke_of(node.scope) is not None:
+            phase[nid] = "model"
+        elif node.type.is_sink:
+            phase[nid] = "sink"
+        elif node.type.reducer(node.params, in_axes) is not None:
+            phase[nid] = "reduce"
+        elif src_phases & {"reduce", "final"}:
+            phase[nid] = "final"
+            mixed = [s for s in node.sources if phase[s] in ("model", "chunk")
+                     and "example" in graph.axes[s]]
+            if mixed:
+                issues.append(Issue("mixes_examples", f"`{nid}` combines a statistic over "
+                                    f"examples with the per-example values of `{mixed[0]}`",
+                                    node.path, nid, f"reduce `{mixed[0]}` over `example` too "
+                                    "(mean, std or sem with axis: example)"))
+        else:
+            phase[nid] = "chunk"
+        if getattr(node.params, "axis", None) == "example" and phase[nid] != "reduce":
+            issues.append(Issue("example_axis", f"`{node.type.op}` along `example` would see "
+                                "one chunk of examples at a time, not the dataset",
+                                node.path + ".axis", nid, "reduce over examples with mean, std "
+                                "or sem (axis: example); other ops work per example"))
+    return phase, issues
 
 
 def _is_post(graph: Graph, node_id: str) -> bool:

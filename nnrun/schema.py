@@ -10,13 +10,15 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nnrun.data import DataSpec
 from nnrun.nodes import REGISTRY
 from nnrun.nodes.base import NODE_ID_PATTERN
 from nnrun.policy import NAME_MAX, NAME_PATTERN
+from nnrun.refs import Column
 
 FORMAT_VERSION = 1
 ScopeKind = Literal["session", "trace", "generate", "invoke", "step"]
-LOOP_VARIABLES = ("layer", "position", "prompt")
+LOOP_VARIABLES = ("layer", "position")
 
 
 class _Strict(BaseModel):
@@ -29,8 +31,10 @@ class ScopeSpec(_Strict):
     id: str = Field(pattern=NODE_ID_PATTERN)
     kind: ScopeKind
     parent: str | None = Field(None, description="enclosing scope id")
-    input: str | list[str] | None = Field(
-        None, description="prompt(s) of an invoke; on a trace/generate: one implicit invoke")
+    input: str | list[str] | Column | None = Field(
+        None, description="the invoke's prompt for every example: a string (the same for all), "
+                          "a list (one per example: an inline dataset) or {column: name} (a "
+                          "column of `data`); on a trace/generate: one implicit invoke")
     foreach: dict[Literal["layer", "position", "prompt"], Any] | None = Field(
         None, description="invoke only: expand into one invoke per point of this grid, "
                           "e.g. {layer: all, position: all}; nodes refer to '{layer}'")
@@ -78,6 +82,12 @@ class ExperimentSpec(_Strict):
     description: str = ""
     params: dict[str, Any] = Field(
         default_factory=dict, description="sweepable values, referenced as ${params.x}")
+    data: DataSpec | None = Field(
+        None, description="examples (a JSONL/CSV file or inline rows) whose columns scopes and "
+                          "nodes refer to as {column: name}; results gain an `example` axis")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="examples per chunk (one forward pass per chunk); `auto` sizes "
+                            "chunks from the model and the foreach grid to bound memory")
     graph: GraphSpec
 
 

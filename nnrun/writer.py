@@ -42,20 +42,49 @@ def draw(graph, stem, binding=None):
     return draw_graph(scopes, nodes, edges, stem, title=graph.spec.name)
 
 
-def write_results(out: RunDir, compiled, values: dict[str, Any], config_hash: str) -> None:
-    """Let every sink node write its artifacts from its input's value."""
+class SinkSet:
+    """Every sink node of a run: fed each chunk's values, then the dataset-level values once."""
+
+    def __init__(self, sinks: dict[str, Any], sources: dict[str, str]) -> None:
+        self.sinks, self.sources = sinks, sources
+
+    def update_chunk(self, values: dict[str, Any]) -> None:
+        for nid, sink in self.sinks.items():
+            if self.sources[nid] in values:
+                sink.update(values[self.sources[nid]])
+
+    def close(self, values: dict[str, Any]) -> None:
+        """`values`: the reductions over examples and finish()'s values (dataset-level)."""
+        for nid, sink in self.sinks.items():
+            if self.sources[nid] in values:
+                sink.update(values[self.sources[nid]])
+        for sink in self.sinks.values():
+            paths = sink.close()
+            recorded = {a["path"] for a in sink.ctx.run.manifest["artifacts"]}
+            for path in paths:
+                if str(path.relative_to(sink.ctx.run.path)) not in recorded:
+                    sink.ctx.run.record(path, "plot", sink.node.id)
+
+    def abort(self) -> None:
+        for sink in self.sinks.values():
+            sink.abort()
+
+
+def open_sinks(out: RunDir, compiled, config_hash: str) -> SinkSet:
+    """One sink per sink node, in the consumption mode its type declares."""
+    from nnrun.sinks import MODES, SinkContext
+
     graph, binding = compiled.graph, compiled.binding
+    sinks, sources = {}, {}
     for node in graph.nodes.values():
         if not node.type.is_sink:
             continue
         src = node.sources[0]
-        ctx = ArtifactContext(out, node.id, src, graph.axes[src], binding.node_coords[src],
-                              metadata(compiled, src, config_hash))
-        paths = node.type.write_artifacts(node.params, values[src], ctx)
-        recorded = {a["path"] for a in out.manifest["artifacts"]}
-        for path in paths:
-            if str(path.relative_to(out.path)) not in recorded:
-                out.record(path, "plot", node.id)
+        ctx = SinkContext(out, node.id, src, graph.axes[src], binding.node_coords[src],
+                          metadata(compiled, src, config_hash))
+        sinks[node.id] = MODES[node.type.sink_mode](node, ctx, binding.n_examples)
+        sources[node.id] = src
+    return SinkSet(sinks, sources)
 
 
 def metadata(compiled, node_id: str, config_hash: str) -> dict[str, str]:
@@ -65,18 +94,30 @@ def metadata(compiled, node_id: str, config_hash: str) -> dict[str, str]:
     chain = _upstream_reads(graph, node_id)
     meta = {"node": node_id, "op": node.type.op, "experiment": compiled.spec.name,
             "model": compiled.model.path, "config_sha256": config_hash,
+            "examples": str(binding.n_examples), "dataset": binding.dataset.source,
             "versions": json.dumps(versions(), sort_keys=True)}
     reads = [graph.nodes[r].params for r in chain]
     if reads:
-        meta["site"] = ",".join(sorted({p.site for p in reads}))
+        meta["site"] = ",".join(sorted({p.site for p in reads if hasattr(p, "site")}))
         meta["writes"] = ",".join(p.id for p in reads if p.op == "write")
-        meta["layers"] = json.dumps({p.id: p.layer for p in reads})
-        meta["positions"] = json.dumps({p.id: p.position for p in reads})
+        meta["layers"] = json.dumps({p.id: getattr(p, "layer", None) for p in reads})
+        meta["positions"] = json.dumps({p.id: _plain(p.position) for p in reads})
+    resolved = {r: list(binding.positions[r].labels[:MAX_LABELS]) for r in chain
+                if r in binding.positions and binding.positions[r].labels}
     invoke_coords = {k: v for k, v in binding.node_coords.get(node_id, {}).items()
                      if k in ("position",)}
     if invoke_coords:
-        meta["resolved_positions"] = json.dumps(invoke_coords)
+        resolved["position_axis"] = invoke_coords["position"]
+    if resolved:
+        meta["resolved_positions"] = json.dumps(resolved)
     return meta
+
+
+MAX_LABELS = 10_000  # per-example position labels kept in a tensor file's metadata
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump() if hasattr(value, "model_dump") else value
 
 
 def _upstream_reads(graph, node_id: str) -> list[str]:
@@ -86,7 +127,7 @@ def _upstream_reads(graph, node_id: str) -> list[str]:
         if nid in seen:
             continue
         seen.add(nid)
-        if hasattr(graph.nodes[nid].params, "site"):
+        if graph.nodes[nid].type.touches_model:
             reads.append(nid)
         stack += graph.nodes[nid].sources
     # Writes in the same invoke shaped the value too (e.g. the patch behind patched logits).

@@ -78,6 +78,10 @@ class NodeType:
     is_sink: ClassVar[bool] = False         # consumes values after the program ran (save, plots)
     has_output: ClassVar[bool] = True
     preamble: ClassVar[str] = ""            # helper functions the emitted code calls
+    # How a sink consumes a value computed chunk by chunk over the examples (nnrun.sinks):
+    # `collect` (concatenate, then write_artifacts), `stream` (append to disk per chunk) or
+    # `mean` (keep running moments; write_artifacts gets the mean and ctx.spread the s.e.m.).
+    sink_mode: ClassVar[Literal["collect", "stream", "mean"]] = "collect"
 
     def check(self, params: Any, ctx: Any) -> list[Issue]:
         """Model- and graph-aware validation (site exists, layer in range, axis known)."""
@@ -87,9 +91,15 @@ class NodeType:
         """Names of the output's dimensions for one loop point, given the inputs' axes."""
         return ()
 
-    def tokens(self, params: Any) -> list[str]:
-        """Strings this node needs as single token ids (resolved by the tokenizer at bind time)."""
-        return []
+    def token_fields(self, params: Any) -> dict[str, Any]:
+        """Fields naming a single token (a string or a {column: ...}), by field name; bind
+        resolves each to one token id per example, emitted code gets them via `ctx.token_ids`."""
+        return {}
+
+    def reducer(self, params: Any, in_axes: dict[str, tuple[str, ...]]) -> Any:
+        """A `nnrun.reduce.Reducer` when this node reduces over the `example` axis: such a
+        node is run by the runner across chunks (init/update/finalize), not in the program."""
+        return None
 
     def emit(self, params: Any, ctx: Any) -> list[Stmt]:
         """Python statements computing this node's value into `ctx.out` (or performing a write)."""
@@ -170,7 +180,8 @@ class InputNode(NodeType):
 
 
 class VocabMetric(NodeType):
-    """Base for metrics over logits: input port `logits`, the trailing `vocab` axis is consumed."""
+    """Base for metrics over logits: input port `logits`, the trailing `vocab` axis is consumed.
+    Token fields may differ per example, so the logits keep their `example` axis."""
 
     kind = "metric"
     inputs = {"logits": Port("logits with a trailing `vocab` axis")}
@@ -179,6 +190,9 @@ class VocabMetric(NodeType):
         axes = in_axes["logits"]
         if not axes or axes[-1] != "vocab":
             raise ValueError(f"logits must end in a `vocab` axis (got: {', '.join(axes)})")
+        if "example" not in axes:
+            raise ValueError("logits have no `example` axis (they were averaged over examples); "
+                             "compute the metric per example, then take the mean")
         return axes[:-1]
 
 
@@ -211,3 +225,26 @@ class AxisFunction(InputNode):
     def emit(self, p, ctx):
         dim = dim_of(ctx.in_axes("in"), p.axis)
         return [Stmt(f"{ctx.out} = {ctx.input('in')}.float().{self.method}(dim={dim})")]
+
+
+class AxisReduction(InputNode):
+    """Base for a statistic over one named axis. Over `example` it runs across chunks in the
+    runner (exact for the whole dataset); over any other axis it is ordinary emitted code."""
+
+    statistic: ClassVar[str]     # mean | std | sem
+    method: ClassVar[str]        # the emitted torch expression, `{x}` and `{dim}` filled in
+
+    def out_axes(self, p, in_axes, ctx):
+        return drop_axis(in_axes["in"], p.axis)
+
+    def reducer(self, p, in_axes):
+        if p.axis != "example":
+            return None
+        from nnrun.reduce import Moments
+
+        return Moments(in_axes["in"].index("example"), self.statistic)
+
+    def emit(self, p, ctx):
+        dim = dim_of(ctx.in_axes("in"), p.axis)
+        x = f"{ctx.input('in')}.float()"
+        return [Stmt(f"{ctx.out} = " + self.method.format(x=x, dim=dim))]

@@ -13,12 +13,13 @@ from typing import Annotated, Literal, Union
 from pydantic import Field
 
 from nnrun.errors import Issue
+from nnrun.refs import Column, Match
 from nnrun.sites import SITES, is_named_site, resolve, site_needs_layer
 
 # "{layer}" / "{position}": a foreach variable of the enclosing invoke
 LoopRef = Annotated[str, Field(pattern=r"^\{\w+\}$")]
 LayerSpec = Union[int, Literal["all"], list[int], LoopRef]  # noqa: UP007
-PositionSpec = Union[int, Literal["last", "all"], LoopRef]  # noqa: UP007
+PositionSpec = Union[int, Literal["last", "all"], LoopRef, Match, Column]  # noqa: UP007
 
 LOOP_REF = re.compile(r"^\{(\w+)\}$")
 
@@ -34,8 +35,10 @@ def layer_field():
 
 
 def position_field(default: str = "all"):
-    return Field(default, description="token position: int (negative from the end), `last`, "
-                                      "`all`, or `{position}` from a foreach")
+    return Field(default, description="token position, resolved per example: int (negative "
+                                      "from the end), `last`, `all`, `{position}` from a "
+                                      "foreach, {match: text} (the token of a text found in "
+                                      "the prompt) or {column: name} (an integer column)")
 
 
 def loop_var(value) -> str | None:
@@ -92,8 +95,8 @@ def check_site(params, ctx) -> list[Issue]:
 
 
 def site_axes(site: str) -> tuple[str, ...]:
-    """Dimension names of the tensor at a site (batch, position, then features)."""
-    return ("batch", "position", "vocab" if site == "logits" else "hidden")
+    """Dimension names of the tensor at a site (example, position, then features)."""
+    return ("example", "position", "vocab" if site == "logits" else "hidden")
 
 
 def point_axes(params) -> tuple[str, ...]:
@@ -120,6 +123,6 @@ def emit_per_layer(ctx, refs, expression, stacked: bool) -> list:
 
     if len(refs) == 1 and not stacked:
         return [Stmt(f"{ctx.out} = {expression(refs[0].code)}", refs[0].access)]
-    parts = [f"{ctx.out}_{i}" for i in range(len(refs))]
+    parts = [ctx.fresh(f"{ctx.out}_{i}") for i in range(len(refs))]
     stmts = [Stmt(f"{part} = {expression(ref.code)}", ref.access) for part, ref in zip(parts, refs)]
     return stmts + [Stmt(f"{ctx.out} = torch.stack([{', '.join(parts)}])  # (layer, ...)")]

@@ -5,22 +5,23 @@ from __future__ import annotations
 from typing import Literal
 
 from nnrun.nodes.base import NodeParams, Stmt, VocabMetric, register
+from nnrun.refs import TextOrColumn
 
 
 @register
 class LogitDiff(VocabMetric):
     op = "logit_diff"
-    summary = "logits[answer] − logits[foil] over the `vocab` axis"
+    summary = "logits[answer] − logits[foil] over the `vocab` axis (per example: a column works)"
 
     class Params(NodeParams):
         op: Literal["logit_diff"] = "logit_diff"
-        answer: str
-        foil: str
+        answer: TextOrColumn
+        foil: TextOrColumn
 
-    def tokens(self, p):
-        return [p.answer, p.foil]
+    def token_fields(self, p):
+        return {"answer": p.answer, "foil": p.foil}
 
     def emit(self, p, ctx):
-        x, a, f = ctx.input("logits"), ctx.token_id(p.answer), ctx.token_id(p.foil)
-        return [Stmt(f"{ctx.out} = {x}[..., {a}] - {x}[..., {f}]  "
-                     f"# {p.answer!r} vs {p.foil!r}")]
+        x, axes = ctx.input("logits"), ctx.in_axes("logits")
+        answer, foil = ctx.pick_token(x, "answer", axes), ctx.pick_token(x, "foil", axes)
+        return [Stmt(f"{ctx.out} = {answer} - {foil}")]

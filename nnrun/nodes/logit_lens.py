@@ -26,14 +26,13 @@ class LogitLens(NodeType):
         return check_site(_as_read(p), ctx)
 
     def out_axes(self, p, in_axes, ctx):
-        axes = ("batch", "position", "vocab") if p.position == "all" else ("batch", "vocab")
+        axes = ("example", "position", "vocab") if p.position == "all" else ("example", "vocab")
         return ("layer",) + axes if p.layer == "all" or isinstance(p.layer, list) else axes
 
     def emit(self, p, ctx):
         norm, unembed = ctx.module_code("final_norm"), ctx.module_code("logits")
-        index = ctx.position_index(p.position)
         return emit_per_layer(ctx, ctx.site_refs("layer_output", p.layer),
-                              lambda ref: f"{unembed}({norm}({ref}{index}))",
+                              lambda ref: f"{unembed}({norm}({ctx.select(ref, p.position)}))",
                               ctx.stacks_layers(p.layer))
 
 

@@ -1,24 +1,20 @@
-"""`mean`: average over one named axis (e.g. `batch` over prompts, `position` over tokens)."""
+"""`mean`: average over one named axis (`example` over the dataset, `position` over tokens)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from nnrun.nodes.base import InputNode, NodeParams, Stmt, dim_of, drop_axis, register
+from nnrun.nodes.base import AxisReduction, NodeParams, register
 
 
 @register
-class Mean(InputNode):
+class Mean(AxisReduction):
     op = "mean"
-    summary = "mean over a named axis"
+    summary = "mean over a named axis (over `example`: the whole dataset; NaN padding skipped)"
+    statistic = "mean"
+    # nanmean: positions past the end of a shorter prompt are NaN and must not count.
+    method = "{x}.nanmean(dim={dim})"
 
     class Params(NodeParams):
         op: Literal["mean"] = "mean"
         axis: str
-
-    def out_axes(self, p, in_axes, ctx):
-        return drop_axis(in_axes["in"], p.axis)
-
-    def emit(self, p, ctx):
-        dim = dim_of(ctx.in_axes("in"), p.axis)
-        return [Stmt(f"{ctx.out} = {ctx.input('in')}.float().mean(dim={dim})")]

@@ -13,9 +13,11 @@ from nnrun.nodes.base import NodeParams, NodeType, Port, register
 class PlotHeatmap(NodeType):
     op = "plot_heatmap"
     kind = "plot"
-    summary = "heatmap over two axes (rows, columns); other axes must have size 1"
+    summary = ("heatmap over two axes (rows, columns); over a dataset: the mean over "
+               "`example` (its s.e.m. saved beside it); other axes must have size 1")
     inputs = {"in": Port("value with the two named axes")}
     is_sink = True
+    sink_mode = "mean"
     has_output = False
 
     class Params(NodeParams):
@@ -35,7 +37,15 @@ class PlotHeatmap(NodeType):
 
         matrix = ctx.as_matrix(value, p.axes)  # (rows, cols)
         rows, cols = p.axes
+        title = p.title or ctx.default_title()
+        spread = getattr(ctx, "spread", None)
+        if spread is not None:  # a dataset: the plot is the mean, its s.e.m. is saved beside it
+            title += f" (mean over {ctx.n_examples} examples)"
         paths = heatmap(matrix, row_label=rows, col_label=cols, row_ticks=ctx.ticks(rows),
-                        col_ticks=ctx.ticks(cols), title=p.title or ctx.default_title(),
+                        col_ticks=ctx.ticks(cols), title=title,
                         colorbar_label=ctx.source_label(), out_stem=ctx.plot_stem(p.id))
-        return [ctx.write_value(p.id, matrix, axes=p.axes)] + list(paths)
+        written = [ctx.write_value(p.id, matrix, axes=p.axes)]
+        if spread is not None:
+            written.append(ctx.write_value(f"{p.id}_sem", ctx.as_matrix(spread, p.axes),
+                                           axes=p.axes))
+        return written + list(paths)

@@ -13,9 +13,11 @@ from nnrun.nodes.base import NodeParams, NodeType, Port, register
 class PlotLine(NodeType):
     op = "plot_line"
     kind = "plot"
-    summary = "line plot along axis `x`, one line per entry of axis `series` (optional)"
+    summary = ("line plot along axis `x`, one line per entry of axis `series` (optional); "
+               "over a dataset: the mean with a ± s.e.m. band")
     inputs = {"in": Port("value with the named axes")}
     is_sink = True
+    sink_mode = "mean"
     has_output = False
 
     class Params(NodeParams):
@@ -36,7 +38,15 @@ class PlotLine(NodeType):
 
         axes = (p.series, p.x) if p.series else (p.x,)
         values = ctx.as_matrix(value, axes)  # (series, x) or (x,)
+        spread = getattr(ctx, "spread", None)
+        band = None if spread is None else ctx.as_matrix(spread, axes)
+        title = p.title or ctx.default_title()
+        if band is not None:  # a dataset: the mean, with a band of ± one s.e.m.
+            title += f" (mean ± s.e.m. over {ctx.n_examples} examples)"
         paths = line(values, x_label=p.x, y_label=ctx.source_label(), x_ticks=ctx.ticks(p.x),
                      series_labels=ctx.ticks(p.series) if p.series else None,
-                     title=p.title or ctx.default_title(), out_stem=ctx.plot_stem(p.id))
-        return [ctx.write_value(p.id, values, axes=axes)] + list(paths)
+                     title=title, out_stem=ctx.plot_stem(p.id), band=band)
+        written = [ctx.write_value(p.id, values, axes=axes)]
+        if band is not None:
+            written.append(ctx.write_value(f"{p.id}_sem", band, axes=axes))
+        return written + list(paths)

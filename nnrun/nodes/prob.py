@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from nnrun.nodes.base import NodeParams, Stmt, VocabMetric, register
+from nnrun.refs import TextOrColumn
 
 
 @register
@@ -14,11 +15,11 @@ class Prob(VocabMetric):
 
     class Params(NodeParams):
         op: Literal["prob"] = "prob"
-        token: str
+        token: TextOrColumn
 
-    def tokens(self, p):
-        return [p.token]
+    def token_fields(self, p):
+        return {"token": p.token}
 
     def emit(self, p, ctx):
-        x, t = ctx.input("logits"), ctx.token_id(p.token)
-        return [Stmt(f"{ctx.out} = {x}.float().softmax(dim=-1)[..., {t}]  # {p.token!r}")]
+        x, axes = ctx.input("logits"), ctx.in_axes("logits")
+        return [Stmt(f"{ctx.out} = {ctx.pick_token(f'{x}.float().softmax(dim=-1)', 'token', axes)}")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from nnrun.nodes.base import NodeParams, Stmt, VocabMetric, register
+from nnrun.refs import TextOrColumn
 
 
 @register
@@ -14,12 +15,13 @@ class Rank(VocabMetric):
 
     class Params(NodeParams):
         op: Literal["rank"] = "rank"
-        token: str
+        token: TextOrColumn
 
-    def tokens(self, p):
-        return [p.token]
+    def token_fields(self, p):
+        return {"token": p.token}
 
     def emit(self, p, ctx):
-        x, t = ctx.input("logits"), ctx.token_id(p.token)
+        x, axes = ctx.input("logits"), ctx.in_axes("logits")
         # Ties count in the token's favour: rank = 1 + number of strictly larger logits.
-        return [Stmt(f"{ctx.out} = 1 + ({x} > {x}[..., {t}:{t + 1}]).sum(dim=-1)  # {p.token!r}")]
+        chosen = ctx.pick_token(x, "token", axes, keepdim=True)
+        return [Stmt(f"{ctx.out} = 1 + ({x} > {chosen}).sum(dim=-1)")]

@@ -34,6 +34,6 @@ class Read(NodeType):
         return point_axes(p)
 
     def emit(self, p, ctx):
-        index = ctx.position_index(p.position)
         return emit_per_layer(ctx, ctx.site_refs(p.site, p.layer, p.at),
-                              lambda ref: f"{ref}{index}.clone()", ctx.stacks_layers(p.layer))
+                              lambda ref: f"{ctx.select(ref, p.position)}.clone()",
+                              ctx.stacks_layers(p.layer))

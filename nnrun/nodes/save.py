@@ -14,6 +14,7 @@ class Save(NodeType):
     summary = "write the input to tensors/<id>.safetensors with its axes and metadata"
     inputs = {"in": Port("value to save")}
     is_sink = True
+    sink_mode = "stream"
     has_output = False
 
     class Params(NodeParams):

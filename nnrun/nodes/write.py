@@ -41,6 +41,10 @@ class Write(NodeType):
 
     def check(self, p, ctx):
         issues = check_site(p, ctx)
+        if p.constant is not None and p.constant != p.constant or \
+                p.constant in (float("inf"), float("-inf")):
+            issues.append(Issue("invalid_value", f"`constant` must be a finite number, found "
+                                f"{p.constant!r}", ctx.path + ".constant", ctx.node))
         if p.mode == "patch" and p.constant is not None:
             issues.append(Issue("invalid_value", "patch mode takes its value from an edge, not "
                                 "`constant`", ctx.path + ".constant", ctx.node))
@@ -52,25 +56,25 @@ class Write(NodeType):
         raise ValueError("give exactly one of an edge into `value` or `constant`")
 
     def emit(self, p, ctx):
-        index = ctx.position_index(p.position)
         stmts = []
         for ref in ctx.site_refs(p.site, p.layer, p.at):
-            target = f"{ref.code}{index or '[:]'}"
-            value = self._value(p, ctx, ref, index)
+            target = ctx.target(ref.code, p.position)
+            value = self._value(p, ctx, ref)
             if p.mode == "add":
-                value = f"{target} + {p.coefficient!r} * {value}"
+                value = f"{target} + {ctx.literal(p.coefficient)} * {value}"
             stmts.append(Stmt(f"{target} = {value}", ref.access))
         return stmts
 
     @staticmethod
-    def _value(p, ctx, ref, index) -> str:
+    def _value(p, ctx, ref) -> str:
         if p.constant is not None:
-            return repr(p.constant)
-        source = ctx.input("value")
+            return ctx.literal(p.constant)
+        source, axes = ctx.input("value"), ctx.in_axes("value")
         if p.mode != "patch":
-            return source
+            # One vector per example written at every position: broadcast over positions.
+            spread = p.position == "all" and "position" not in axes and "example" in axes
+            return f"{source}.unsqueeze(-2)" if spread else source
         # Same layer (if the source stacks layers) and same position as the write.
-        layer = ctx.layer_index_into("value", ref.layer) if "layer" in ctx.in_axes("value") else ""
-        pos = index if "position" in ctx.in_axes("value") else ""
-        return f"{source}{layer}{pos}"
-
+        layer = ctx.layer_index_into("value", ref.layer) if "layer" in axes else ""
+        return ctx.select(f"{source}{layer}", p.position) if "position" in axes else \
+            f"{source}{layer}"

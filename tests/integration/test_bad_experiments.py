@@ -278,12 +278,12 @@ CASES = [
     # -- found when binding to the tokenizer (ConfigError, bind.py; stage=run) --
     pytest.param(Case(
         edit(('answer: "${params.answer}"', 'answer: " paris france"')),
-        CONFIG, "not_one_token", "graph.nodes[3]", "effect", NODE_EFFECT, stage=None,
+        CONFIG, "not_one_token", "graph.nodes[3].answer", "effect", NODE_EFFECT, stage=None,
         also=("' paris france' is 2 tokens, expected 1",), problems=1),
         id="two_word_answer"),
     pytest.param(Case(
         edit(('answer: " paris"', 'answer: " berlin"')),
-        CONFIG, "unknown_token", "graph.nodes[3]", "effect", NODE_EFFECT, stage=None,
+        CONFIG, "unknown_token", "graph.nodes[3].answer", "effect", NODE_EFFECT, stage=None,
         also=("not in the model's vocabulary",)),
         id="answer_not_in_vocabulary"),
     # -- found when compiling the schedule (CompileError, schedule.py; stage=run) --

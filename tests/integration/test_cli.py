@@ -53,10 +53,10 @@ def test_tensor_metadata_names_its_origin(patching_run):
         meta = f.metadata()
         shape = f.get_tensor("save_effect").shape
     assert meta["node"] == "effect" and meta["op"] == "subtract"
-    assert meta["axes"] == "layer,position,batch"
+    assert meta["axes"] == "example,layer,position"  # per-example values are stored example-first
     assert "layer_input" in meta["site"] and "config_sha256" in meta
     coords = json.loads(meta["coords"])
-    assert len(coords["position"]) == shape[1] and coords["position"][0] == "0:the"
+    assert len(coords["position"]) == shape[2] and coords["position"][0] == "0:the"
 
 
 def test_export_reproduces_tensors_exactly(patching_run, tmp_path):
@@ -89,12 +89,13 @@ def test_plan_reports_shapes(tmp_path):
     proc = nnrun("experiment=patching", "stage=plan", f"hydra.run.dir={tmp_path / 'p'}",
                  cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "(layer, position, batch) = (4, 9, 1)" in proc.stdout  # demo: 4 layers, 9 tokens
+    # demo: 4 layers, 9 tokens, 128 examples in the shipped facts dataset
+    assert "(layer, position, example) = (4, 9, 128)" in proc.stdout
     assert "no weights loaded" in proc.stdout
 
 
 def test_multirun_two_points(tmp_path):
-    proc = nnrun("-m", "experiment=patching", "params.foil= rome, london",
+    proc = nnrun("-m", "experiment=patching_single", "params.foil= rome, london",
                  f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     for job in ("0", "1"):
@@ -117,7 +118,7 @@ def test_runtime_failure_names_the_node_and_leaves_no_completed(tmp_path):
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "broken.yaml").write_text(
         "format: 1\nname: broken\ngraph:\n"
-        "  scopes: [{id: t, kind: trace, input: the cat sat}]\n"
+        "  scopes: [{id: t, kind: trace, input: the famous eiffel}]\n"
         "  nodes:\n"
         "    - {id: resid, op: read, site: layer_output, layer: 0, scope: t}\n"
         "    - {id: pick, op: select_position, position: 50}\n"

@@ -29,14 +29,15 @@ def run_experiment(name: str, tmp_path, *overrides: str) -> dict:
 
 @pytest.fixture(scope="module")
 def patching(tmp_path_factory):
-    return run_experiment("patching", tmp_path_factory.mktemp("demo"))["save_effect"][..., 0]
+    return run_experiment("patching_single",
+                          tmp_path_factory.mktemp("demo"))["save_effect"][0]  # (layer, position)
 
 
 def test_patching_prompts_are_the_demo_constants():
     from omegaconf import OmegaConf
     from pathlib import Path
 
-    params = OmegaConf.load(Path(__file__).parents[2] / "experiments/patching.yaml").params
+    params = OmegaConf.load(Path(__file__).parents[2] / "experiments/patching_single.yaml").params
     assert (params.clean, params.corrupt, params.answer, params.foil) == (
         corpus.PATCHING_CLEAN, corpus.PATCHING_CORRUPT, corpus.PATCHING_ANSWER,
         corpus.PATCHING_FOIL)
@@ -55,9 +56,24 @@ def test_patching_shows_the_known_picture(patching):
     assert effect[-1, subject].abs() < 0.2 * full         # ... and the subject no longer does
 
 
+def test_dataset_patching_shows_the_picture_on_average(tmp_path):
+    """Over 128 held-out pairs: per-example effects streamed to disk, the heatmap is their mean,
+    and the normalized metric is 1 where the clean run is fully restored."""
+    tensors = run_experiment("patching", tmp_path)
+    effect = tensors["save_effect"]                       # (example, layer, position)
+    assert effect.shape == (128, 4, 9)
+    assert torch.allclose(tensors["heatmap"], effect.mean(0), atol=1e-5)
+    assert torch.allclose(tensors["heatmap_sem"], effect.std(0) / 128 ** 0.5, atol=1e-5)
+    normalized = tensors["save_normalized"]               # (layer, position)
+    subject = 2                                           # "the famous <subject> ..."
+    assert normalized[0, subject] > 0.9 and normalized[-1, -1] > 0.9
+    assert normalized[:, :subject].abs().max() < 1e-3     # identical prefix: no effect
+    assert normalized[-1, subject].abs() < 0.1            # late layers: the subject no longer does
+
+
 def test_logit_lens_rank_improves_with_depth(tmp_path):
     tensors = run_experiment("logit_lens", tmp_path)
-    rank = tensors["save_rank"][:, 0]                     # (layer,)
+    rank = tensors["save_rank"][0]                        # (example, layer) → (layer,)
     assert rank[-1] == 1
     assert rank[0] > rank[-1]
     assert torch.all(rank[1:] <= rank[:-1])               # never gets worse with depth

@@ -25,7 +25,10 @@ def test_local_save_pretrained_directory(tmp_path):
 
     local = tmp_path / "my-model"
     shutil.copytree(ensure_tiny_model("tiny-llama"), local)
-    proc = nnrun("experiment=patching", f"model.path={local}", "model.name=mine",
+    proc = nnrun("experiment=patching_single", f"model.path={local}", "model.name=mine",
+                 # the tiny model's vocabulary has none of the demo words: an error, else
+                 "params.clean=the eiffel tower is in the city of",
+                 "params.corrupt=the colosseum tower is in the city of",
                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
@@ -58,6 +61,9 @@ def test_json_experiment_file(tmp_path):
     data = OmegaConf.to_container(OmegaConf.load(REPO / "experiments" / "patching.yaml"))
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "as_json.json").write_text(json.dumps(data))
+    import shutil  # the dataset is named relative to the experiment file: it travels with it
+
+    shutil.copytree(REPO / "experiments" / "data", tmp_path / "experiments" / "data")
     proc = nnrun("experiment=as_json", "stage=validate", f"hydra.run.dir={tmp_path / 'run'}",
                  cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

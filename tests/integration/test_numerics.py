@@ -99,7 +99,7 @@ def reference_patching(model: str, site: str = "layer_output") -> torch.Tensor:
 
 def run_nnrun(config: dict) -> dict:
     compiled = compile_program(config)
-    return execute(compiled.program, load_model(compiled.model))
+    return execute(compiled, load_model(compiled.model))
 
 
 @pytest.mark.parametrize("site", ["layer_output", "layer_input"])

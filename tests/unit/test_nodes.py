@@ -13,10 +13,12 @@ import torch
 
 from nnrun.nodes import REGISTRY
 
-AXES = ("layer", "batch", "position", "vocab")
+AXES = ("layer", "example", "position", "vocab")
 X = torch.randn(3, 2, 5, 7, generator=torch.Generator().manual_seed(0))
 Y = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(1))
 TOKEN = 4
+# Per-example token ids: the metric picks a different token in each example row.
+TOKENS = torch.tensor([4, 6])
 
 
 @dataclass
@@ -31,14 +33,19 @@ class StubContext:
     def in_axes(self, port):
         return self.axes[port]
 
-    def token_id(self, text):
-        return TOKEN
+    def token_ids(self, field_name):
+        return "tok"
+
+    def pick_token(self, x, field_name, axes, keepdim=False):
+        from nnrun.codegen import EmitContext
+
+        return EmitContext.pick_token(self, x, field_name, axes, keepdim)
 
 
 CASES = [
-    ("select_position", {"position": 1}, X[:, :, 1], ("layer", "batch", "vocab")),
-    ("select_position", {"position": "last"}, X[:, :, -1], ("layer", "batch", "vocab")),
-    ("mean", {"axis": "position"}, X.mean(2), ("layer", "batch", "vocab")),
+    ("select_position", {"position": 1}, X[:, :, 1], ("layer", "example", "vocab")),
+    ("select_position", {"position": "last"}, X[:, :, -1], ("layer", "example", "vocab")),
+    ("mean", {"axis": "position"}, X.mean(2), ("layer", "example", "vocab")),
     ("add", {}, X + Y, AXES),
     ("subtract", {}, X - Y, AXES),
     ("scale", {"factor": -2.5}, X * -2.5, AXES),
@@ -46,12 +53,19 @@ CASES = [
     ("log_softmax", {"axis": "position"}, X.log_softmax(2), AXES),
     ("argmax", {}, X.argmax(-1), AXES[:-1]),
     ("argmax", {"axis": "layer"}, X.argmax(0), AXES[1:]),
-    ("topk", {"k": 2}, X.topk(2, dim=-1).indices, ("layer", "batch", "position", "k")),
+    ("topk", {"k": 2}, X.topk(2, dim=-1).indices, ("layer", "example", "position", "k")),
     ("topk", {"k": 3, "output": "values"}, X.topk(3, dim=-1).values,
-     ("layer", "batch", "position", "k")),
-    ("logit_diff", {"answer": " a", "foil": " b"}, X[..., TOKEN] - X[..., TOKEN], AXES[:-1]),
-    ("prob", {"token": " a"}, X.softmax(-1)[..., TOKEN], AXES[:-1]),
-    ("rank", {"token": " a"}, 1 + (X > X[..., TOKEN:TOKEN + 1]).sum(-1), AXES[:-1]),
+     ("layer", "example", "position", "k")),
+    ("logit_diff", {"answer": " a", "foil": {"column": "foil"}},
+     torch.stack([X[:, i, :, t] - X[:, i, :, t] for i, t in enumerate(TOKENS)], 1), AXES[:-1]),
+    ("prob", {"token": " a"},
+     torch.stack([X.softmax(-1)[:, i, :, t] for i, t in enumerate(TOKENS)], 1), AXES[:-1]),
+    ("rank", {"token": {"column": "answer"}},
+     torch.stack([1 + (X[:, i] > X[:, i, :, t:t + 1]).sum(-1) for i, t in enumerate(TOKENS)], 1),
+     AXES[:-1]),
+    ("mean", {"axis": "example"}, X.mean(1), ("layer", "position", "vocab")),
+    ("std", {"axis": "position"}, X.std(2), ("layer", "example", "vocab")),
+    ("sem", {"axis": "position"}, X.std(2) / 5 ** 0.5, ("layer", "example", "vocab")),
 ]
 
 
@@ -63,7 +77,7 @@ def test_emitted_code_matches_torch(op, fields, want, want_axes):
     ctx = StubContext()
     assert node_type.out_axes(params, {p: ctx.axes[p] for p in node_type.inputs}, ctx) == \
         want_axes
-    scope = {"x": X.clone(), "y": Y.clone(), "torch": torch}
+    scope = {"x": X.clone(), "y": Y.clone(), "torch": torch, "tok": TOKENS}
     for stmt in node_type.emit(params, ctx):
         exec(compile(stmt.code, "<emitted>", "exec"), scope)  # test only: run one emitted line
     assert torch.allclose(scope["out"].float(), want.float(), atol=1e-6)
@@ -76,7 +90,7 @@ def test_axis_errors_name_the_axis():
     diff = REGISTRY.get("logit_diff")
     with pytest.raises(ValueError, match="`vocab` axis"):
         diff.out_axes(diff.Params(id="d", op="logit_diff", answer="a", foil="b"),
-                      {"logits": ("batch", "hidden")}, None)
+                      {"logits": ("example", "hidden")}, None)
 
 
 def test_every_op_has_a_summary_and_docstring():

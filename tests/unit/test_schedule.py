@@ -22,7 +22,8 @@ def compile_graph(scopes, nodes, edges=()):
     spec = ExperimentSpec.model_validate({"name": "t", "graph": {
         "scopes": scopes, "nodes": nodes, "edges": list(edges)}})
     graph = build_graph(spec, INFO)
-    return generate(graph, bind(graph, TOKENIZER))
+    compile_graph.last_binding = bind(graph, TOKENIZER)
+    return generate(graph, compile_graph.last_binding)
 
 
 def stmt_nodes(program, invoke=0, trace=0):
@@ -120,5 +121,7 @@ class TestCodegen:
         first, second = compile_graph(*args), compile_graph(*args)
         assert first.source == second.source and first.digest == second.digest
         compile(first.source, "program.py", "exec")
-        assert "POINTS" in first.source and "(0, -6)" in first.source  # 6-token prompt
+        # The grid and the prompt are data, not source: one program serves every chunk.
+        assert "points['p']" in first.source and P1 not in first.source
+        assert (0, -6) in compile_graph.last_binding.invokes["p"].points  # 6-token prompt
         assert all(first.line_map[n] for n in first.line_map)

@@ -1,0 +1,67 @@
+"""Split a bound experiment's examples into chunks and build each chunk's `data` argument.
+
+Invariant: `chunk_data` is the only bridge from a `Binding` to the program: plain tensors,
+strings, ints and slices (picklable, remote-safe), sliced to the chunk's examples, so every chunk
+runs through the same compiled program and yields exactly what a run of those rows alone would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nnrun.bind import Binding
+
+ROW_BUDGET_BYTES = 1 << 30  # activations of one chunk's forward pass (a rough, documented bound)
+MAX_AUTO_BATCH = 256
+
+
+def chunk_ranges(n_examples: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + batch_size, n_examples))
+            for start in range(0, n_examples, batch_size)]
+
+
+def auto_batch_size(binding: Binding, info, itemsize: int,
+                    budget: int = ROW_BUDGET_BYTES) -> int:
+    """Examples per chunk so that one forward pass stays near `budget` bytes of activations.
+
+    Each example costs one row per foreach point of every invoke; a row holds about
+    `tokens × (layers × hidden × 16 + vocab)` values at its peak (residual stream, attention and
+    MLP intermediates, logits). The estimate is deliberately rough and errs on the small side.
+    """
+    rows = sum(len(b.points) for b in binding.invokes.values()) or 1
+    tokens = max((max(b.lengths) for b in binding.invokes.values()), default=1)
+    width = (info.n_layers * info.hidden_size * 16 + info.vocab_size) if info else 1 << 16
+    per_example = rows * tokens * width * itemsize
+    return max(1, min(binding.n_examples, MAX_AUTO_BATCH, budget // max(per_example, 1)))
+
+
+def chunk_data(binding: Binding, start: int, stop: int, device: Any = "cpu") -> dict[str, Any]:
+    """The `data` argument of `run(model, data)` for examples `start:stop`, with its tensors on
+    the model's `device` (index and token tensors meet activations there)."""
+    import torch
+
+    data: dict[str, Any] = {"rows": torch.arange(stop - start), "prompts": {}, "points": {},
+                            "index": {}, "mask": {}, "tokens": {}}
+    for scope, b in binding.invokes.items():
+        data["prompts"][scope] = list(b.prompts[start:stop])
+        if b.loop_vars:
+            data["points"][scope] = [tuple(p) for p in b.points]
+    for nid, where in binding.positions.items():
+        if where.kind == "slice":
+            data["index"][nid] = slice(where.values[0], None)
+        elif where.kind == "row":
+            data["index"][nid] = torch.tensor(where.values[start:stop], dtype=torch.long)
+        elif where.kind == "ragged":
+            lengths = torch.tensor(where.values[start:stop], dtype=torch.long)[:, None]
+            cells = torch.arange(max(where.values))[None, :]     # (1, position)
+            present = cells < lengths                             # (example, position)
+            # token j of a prompt of n tokens sits n - j places from the end
+            data["index"][nid] = torch.where(present, cells - lengths, -1)
+            data["mask"][nid] = present
+    for key, ids in binding.token_ids.items():
+        data["tokens"][key] = torch.tensor(ids[start:stop], dtype=torch.long)
+    data["rows"] = data["rows"].to(device)
+    for part in ("index", "mask", "tokens"):
+        data[part] = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                      for k, v in data[part].items()}
+    return data
