@@ -90,6 +90,7 @@ def _job(cfg: DictConfig) -> int:
 
     from nnrun.pipeline import STAGES, run_stage
 
+    from nnrun.redact import redact
     from nnrun.rundir import Terminated, job_guard
 
     hc = HydraConfig.get()
@@ -106,6 +107,8 @@ def _job(cfg: DictConfig) -> int:
                     "unknown_stage", f"stage `{stage}`", "stage",
                     hint="one of " + ", ".join(STAGES))])
             print(run_stage(stage, config, run_dir, source, overrides), flush=True)
+            if stage == "export":
+                _scrub_export(config, run_dir)
         return 0
     except Terminated:
         print(f"nnrun: terminated by SIGTERM (run directory, incomplete: {run_dir})",
@@ -114,13 +117,25 @@ def _job(cfg: DictConfig) -> int:
     except NnrunError as err:
         if os.environ.get("NNRUN_FULL_ERROR") == "1":
             raise
-        print(f"nnrun: {err}", file=sys.stderr, flush=True)
+        print(f"nnrun: {redact(str(err))}", file=sys.stderr, flush=True)
         if (run_dir / "manifest.json").exists():
             print(f"  (run directory, incomplete: {run_dir})", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("nnrun: interrupted", file=sys.stderr)
         return 130
+
+
+def _scrub_export(config: dict[str, Any], run_dir: Path) -> None:
+    """An exported script and its data never carry a secret (a token passed on the command line
+    as a prompt, say): replace it, as in every other file nnrun writes."""
+    from nnrun.redact import scrub_file
+
+    target = config.get("export_path")
+    scripts = [Path(target)] if target else list(run_dir.glob("*_standalone.py"))
+    for script in scripts:
+        scrub_file(script)
+        scrub_file(script.with_name(script.stem + "_data.json"))
 
 
 def _raw_stage(cfg: DictConfig) -> str:

@@ -425,3 +425,16 @@ def test_load_model_asks_transformers_for_safetensors(monkeypatch):
         models.load_model(spec)
     assert seen["use_safetensors"] is True and seen["trust_remote_code"] is False
     assert models.describe(spec)["allow_pickle"] is False
+
+
+def test_exported_script_and_its_data_are_scrubbed(tmp_path, monkeypatch):
+    from nnrun.cli import _scrub_export
+
+    monkeypatch.setenv("HF_TOKEN", FAKE)
+    script = tmp_path / "e_standalone.py"
+    script.write_text(f"PROMPT = {FAKE!r}\n")
+    (tmp_path / "e_standalone_data.json").write_text(json.dumps({"prompts": [FAKE]}))
+    _scrub_export({"export_path": None}, tmp_path)
+    for path in tmp_path.iterdir():
+        assert FAKE not in path.read_text() and "<redacted:HF_TOKEN>" in path.read_text()
+    compile(script.read_text(), str(script), "exec")  # still valid Python
