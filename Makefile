@@ -3,15 +3,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test lint setup clean
 
 # Run the main job: activation patching on the bundled model, into outputs/.
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/nnrun experiment=patching
 
-# Run the test suite (what CI runs).
-test: $(STAMP)
+# Run the linter and the test suite (what CI runs).
+test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check nnrun tests benchmarks
 
 setup: $(STAMP)
 

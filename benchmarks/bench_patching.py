@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from nnrun.models import ModelSpec, load_model
+from nnrun.models import load_model
 from nnrun.pipeline import compile_program
 from nnrun.run import execute
 
@@ -48,7 +48,7 @@ def hooks_cases(model):
     clean = tok(CLEAN, return_tensors="pt")["input_ids"]
     corrupt = tok(CORRUPT, return_tensors="pt")["input_ids"]
     n_layers, n_tokens = len(blocks), corrupt.shape[1]
-    points = [(l, p) for l in range(n_layers) for p in range(n_tokens)]
+    points = [(layer, p) for layer in range(n_layers) for p in range(n_tokens)]
 
     def cache_clean():
         cache = {}
@@ -64,8 +64,8 @@ def hooks_cases(model):
         cache = cache_clean()
         def patch(m, i, o, layer):
             o = o.clone()
-            for row, (l, p) in enumerate(points):
-                if l == layer:
+            for row, (at, p) in enumerate(points):
+                if at == layer:
                     o[row, p] = cache[layer][0, p]
             return o
         hs = [b.register_forward_hook(lambda m, i, o, k=k: patch(m, i, o, k))
@@ -102,7 +102,7 @@ def main() -> None:
     model = load_model(compiled.model)
     batched, loop, n_points = hooks_cases(model)
     cases = {"hooks_batched": batched, "hooks_loop": loop,
-             "nnrun_program": lambda: execute(compiled.program, model)["logits"]}
+             "nnrun_program": lambda: execute(compiled, model)["logits"]}
     ref = batched()
     got = cases["nnrun_program"]().reshape(ref.shape)
     print(f"max |nnrun - hooks| = {(got - ref).abs().max().item():.2e}")

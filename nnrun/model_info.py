@@ -55,10 +55,10 @@ class ModelInfo:
 
 def info_from_config(config: Any) -> ModelInfo:
     """Build the model on the meta device and record its firing order with hooks."""
+    import copy
+
     import torch
     from transformers import AutoModelForCausalLM
-
-    import copy
 
     config = copy.deepcopy(config)
     config.pad_token_id = None  # its pad check reads tensor values, which meta tensors lack

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from nnrun.outputs import ArtifactContext, RunDir, versions
+from nnrun.outputs import RunDir, versions
 
 
 def write_static(out: RunDir, compiled, config: dict[str, Any]) -> None:

@@ -4,14 +4,31 @@ Adding a node type: write `nnrun/nodes/<op>.py` with a `@register`ed `NodeType`,
 line below, add its tests and a README row. Nothing else changes.
 """
 
+from nnrun.nodes import (  # noqa: E402,F401  (model access)  # noqa: E402,F401  # noqa: E402,F401  # noqa: E402,F401  (metrics)  # noqa: E402,F401  (sinks)
+    add,
+    argmax,
+    decode,
+    log_softmax,
+    logit_diff,
+    logit_lens,  # noqa: E402,F401  (model access)
+    mean,
+    normalize,
+    plot_heatmap,
+    plot_line,
+    prob,
+    rank,
+    read,
+    save,
+    scale,
+    select_position,
+    sem,
+    softmax,
+    std,
+    subtract,
+    topk,
+    write,
+)
 from nnrun.nodes.base import REGISTRY, NodeParams, NodeType, Port, Stmt, register
-
-from nnrun.nodes import read, write  # noqa: E402,F401  (model access)
-from nnrun.nodes import select_position, mean, std, sem, add, subtract, scale  # noqa: E402,F401
-from nnrun.nodes import softmax, log_softmax, argmax, topk, decode  # noqa: E402,F401
-from nnrun.nodes import logit_diff, prob, rank, normalize  # noqa: E402,F401  (metrics)
-from nnrun.nodes import logit_lens  # noqa: E402,F401  (model access)
-from nnrun.nodes import save, plot_heatmap, plot_line  # noqa: E402,F401  (sinks)
 
 REGISTRY.freeze()
 

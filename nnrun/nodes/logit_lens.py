@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 from nnrun.nodes.base import NodeParams, NodeType, register
-from nnrun.nodes.fields import (LayerSpec, PositionSpec, check_site, emit_per_layer,
-                                position_field)
+from nnrun.nodes.fields import LayerSpec, PositionSpec, check_site, emit_per_layer, position_field
 
 
 @register

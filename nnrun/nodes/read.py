@@ -7,8 +7,16 @@ from typing import Literal
 from pydantic import Field
 
 from nnrun.nodes.base import NodeParams, NodeType, register
-from nnrun.nodes.fields import (LayerSpec, PositionSpec, check_site, emit_per_layer, layer_field,
-                                point_axes, position_field, site_field)
+from nnrun.nodes.fields import (
+    LayerSpec,
+    PositionSpec,
+    check_site,
+    emit_per_layer,
+    layer_field,
+    point_axes,
+    position_field,
+    site_field,
+)
 
 
 @register

@@ -8,8 +8,14 @@ from pydantic import Field
 
 from nnrun.errors import Issue
 from nnrun.nodes.base import NodeParams, NodeType, Port, Stmt, register
-from nnrun.nodes.fields import (LayerSpec, PositionSpec, check_site, layer_field, position_field,
-                                site_field)
+from nnrun.nodes.fields import (
+    LayerSpec,
+    PositionSpec,
+    check_site,
+    layer_field,
+    position_field,
+    site_field,
+)
 
 
 @register

@@ -34,8 +34,9 @@ def patching(tmp_path_factory):
 
 
 def test_patching_prompts_are_the_demo_constants():
-    from omegaconf import OmegaConf
     from pathlib import Path
+
+    from omegaconf import OmegaConf
 
     params = OmegaConf.load(Path(__file__).parents[2] / "experiments/patching_single.yaml").params
     assert (params.clean, params.corrupt, params.answer, params.foil) == (

@@ -20,8 +20,9 @@ def nnrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_local_save_pretrained_directory(tmp_path):
-    from nnrun.tiny import ensure_tiny_model
     import shutil
+
+    from nnrun.tiny import ensure_tiny_model
 
     local = tmp_path / "my-model"
     shutil.copytree(ensure_tiny_model("tiny-llama"), local)

@@ -6,14 +6,12 @@ forward hooks, and runs one forward pass per patch point (fp32, eager attention)
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from nnrun.models import ModelSpec, load_model, resolve_path
 from nnrun.pipeline import compile_program
 from nnrun.run import execute
-from nnrun.models import ModelSpec, load_model, resolve_path
 
 CLEAN = "the eiffel tower is in the city of"
 CORRUPT = "the colosseum tower is in the city of"
