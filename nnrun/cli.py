@@ -89,7 +89,6 @@ def _job(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 
     from nnrun.pipeline import STAGES, run_stage
-
     from nnrun.redact import redact
     from nnrun.rundir import Terminated, job_guard
 

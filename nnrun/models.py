@@ -91,9 +91,9 @@ def load_config(spec: ModelSpec):
 
 def model_info(spec: ModelSpec):
     """Module tree and firing order from the config alone (no weights)."""
-    from nnrun.model_info import info_from_config_json
-
     from dataclasses import replace
+
+    from nnrun.model_info import info_from_config_json
 
     config = load_config(spec)
     info = info_from_config_json(config.to_json_string(use_diff=False))
@@ -122,7 +122,6 @@ def load_model(spec: ModelSpec):
     import torch
     from nnsight import TransformersModel
     from transformers import AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one progress bar per sweep job buries the results

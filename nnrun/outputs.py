@@ -28,8 +28,7 @@ from typing import Any
 
 from nnrun.atomic import atomic_write_text, sha256_file, write_tensors
 from nnrun.redact import redact
-from nnrun.rundir import (Terminated, checkpoint, clear_completed, complete, inside,
-                          manifest_text)
+from nnrun.rundir import Terminated, checkpoint, clear_completed, complete, inside, manifest_text
 
 MANIFEST_VERSION = 1
 
