@@ -438,3 +438,15 @@ def test_exported_script_and_its_data_are_scrubbed(tmp_path, monkeypatch):
     for path in tmp_path.iterdir():
         assert FAKE not in path.read_text() and "<redacted:HF_TOKEN>" in path.read_text()
     compile(script.read_text(), str(script), "exec")  # still valid Python
+
+
+def test_lazy_loading_refuses_custom_model_code_without_trust(tmp_path):
+    """nnsight's meta path passes trust_remote_code=True whatever it is given: refuse first."""
+    from nnrun.models import ModelSpec, load_lazy
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "gpt2", "auto_map": {"AutoModelForCausalLM": "evil.EvilModel"}}))
+    (tmp_path / "evil.py").write_text("raise SystemExit('custom code ran')\n")
+    with pytest.raises(ModelError) as err:
+        load_lazy(ModelSpec(name="m", path=str(tmp_path)))
+    assert codes(err) == ["remote_code"] and "trust_remote_code=true" in err.value.issues[0].hint
