@@ -117,7 +117,8 @@ def complete(run_dir: Path, text: str) -> None:
 
 
 def _block_sigterm() -> bool:
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "pthread_sigmask"):  # Windows
         return False
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     return True
