@@ -250,3 +250,27 @@ def test_dataset_file_errors_name_file_and_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         compile_program(cfg)
     assert "did you mean `answer`" in err.value.issues[0].hint
+
+
+def test_csv_dataset_and_position_mean_skips_padding(tmp_path):
+    """A CSV file works like JSONL, and a mean over positions of prompts of different lengths
+    averages each prompt's own tokens only (padding never counts)."""
+    data = tmp_path / "prompts.csv"
+    data.write_text("text,n\n" + "".join(f'"{t}",{len(t.split())}\n' for t in RAGGED))
+    graph = {"scopes": [{"id": "t", "kind": "trace", "input": {"column": "text"}}],
+             "nodes": [{"id": "r", "op": "read", "site": "layer_output", "layer": 0,
+                        "scope": "t"},
+                       {"id": "avg", "op": "mean", "axis": "position"},
+                       {"id": "s", "op": "save"}],
+             "edges": [{"src": "r", "dst": "avg"}, {"src": "avg", "dst": "s"}]}
+    cfg = config("tiny-gpt2", graph, [], batch_size=2)
+    cfg["data"] = {"file": str(data)}
+    got = run(cfg)["avg"]                                      # (example, hidden)
+    hf, tok = hf_model("tiny-gpt2")
+    for i, text in enumerate(RAGGED):
+        cap = {}
+        h = hf.transformer.h[0].register_forward_hook(lambda m, a, o: cap.__setitem__("x", o))
+        with torch.no_grad():
+            hf(tok(text, return_tensors="pt")["input_ids"])
+        h.remove()
+        assert (got[i] - cap["x"][0].mean(0)).abs().max() <= 1e-5, text
