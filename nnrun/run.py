@@ -1,8 +1,9 @@
-"""Execute a generated program on a loaded model and map failures back to the node that failed.
+"""Execute a generated program over chunks of examples and map failures back to their node.
 
-Invariant: the program is imported from a file whose name is its content hash (nnsight caches
-source per file name, so a reused name could silently run stale code); a runtime failure becomes
-a `RunError` naming the node whose generated line failed.
+Invariants: the program is imported once, from a file whose name is its content hash (nnsight
+caches source per file name, so a reused name could silently run stale code), and that one module
+serves every chunk; reductions over examples see every chunk; a runtime failure becomes a
+`RunError` naming the node whose generated line failed.
 """
 
 from __future__ import annotations
