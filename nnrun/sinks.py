@@ -19,6 +19,7 @@ import torch
 
 from nnrun.atomic import atomic_writer
 from nnrun.outputs import ArtifactContext
+from nnrun.redact import redact
 from nnrun.reduce import Moments
 
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
@@ -129,7 +130,8 @@ class StreamSink(Sink):
         meta = {**self.ctx.metadata, "axes": ",".join(axes), "coords": json.dumps(
             {a: self.ctx.coords.get(a) for a in axes if a in self.ctx.coords}, sort_keys=True)}
         shape = (self.n_examples,) + tuple(chunk.shape[1:])
-        return SafetensorsStream(folder / f"{name}.safetensors", name, chunk.dtype, shape, meta)
+        return SafetensorsStream(folder / f"{name}.safetensors", name, chunk.dtype, shape,
+                                 redact(meta))
 
     def abort(self) -> None:
         if self.writer is not None:

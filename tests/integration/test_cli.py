@@ -78,6 +78,7 @@ def test_export_reproduces_tensors_exactly(patching_run, tmp_path):
 def test_validate_needs_no_weights_and_user_experiments_are_found(tmp_path):
     (tmp_path / "experiments").mkdir()
     shutil.copy(REPO / "experiments" / "patching.yaml", tmp_path / "experiments" / "my_exp.yaml")
+    shutil.copytree(REPO / "experiments" / "data", tmp_path / "experiments" / "data")
     proc = nnrun("experiment=my_exp", "stage=validate", f"hydra.run.dir={tmp_path / 'v'}",
                  cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
