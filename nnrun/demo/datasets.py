@@ -87,6 +87,25 @@ class NotEnoughPairs(ValueError):
 _MAX_DUPLICATE_DRAWS = 10_000
 
 
+def _distinct(task: str, n: int, draw: Callable[[], dict]) -> Iterator[dict]:
+    """Rows from ``draw()`` until ``n`` have distinct (clean, corrupt); gives up after
+    ``_MAX_DUPLICATE_DRAWS`` duplicates in a row."""
+    seen: set[tuple[str, str]] = set()
+    duplicates = 0
+    while len(seen) < n:
+        row = draw()
+        key = (row["clean"], row["corrupt"])
+        if key in seen:
+            duplicates += 1
+            if duplicates > _MAX_DUPLICATE_DRAWS:
+                raise NotEnoughPairs(f"{task}: no new distinct pair after "
+                                     f"{_MAX_DUPLICATE_DRAWS} draws; asked for {n}")
+            continue
+        duplicates = 0
+        seen.add(key)
+        yield row
+
+
 # --------------------------------------------------------------------------------------------------
 # facts
 # --------------------------------------------------------------------------------------------------
@@ -191,11 +210,10 @@ def _ioi(n: int, rng: random.Random, templates: list[str] | None) -> Iterator[di
                              f"name pairs; asked for {n}")
     pairs = sorted(tuple(sorted(p)) for p in C.IOI_HELD_OUT_PAIRS)
     rng.shuffle(pairs)
-    seen: set[tuple[str, str]] = set()
-    i = duplicates = 0
-    while len(seen) < n:
-        a, b = rng.sample(pairs[i % len(pairs)], 2)   # a, b: first-clause order
-        i += 1
+    turn = itertools.count()
+
+    def draw() -> dict:
+        a, b = rng.sample(pairs[next(turn) % len(pairs)], 2)   # a, b: first-clause order
         s, io = (a, b) if rng.random() < 0.5 else (b, a)
         t = rng.choice(allowed)
         place, obj = rng.choice(C.PLACES), rng.choice(C.OBJECTS)
@@ -205,22 +223,15 @@ def _ioi(n: int, rng: random.Random, templates: list[str] | None) -> Iterator[di
         def fill(repeated: str) -> str:
             return template.format(a=a, b=b, c=repeated, place=place, obj=obj)
 
-        clean, corrupt = fill(s), fill(c)
-        if (clean, corrupt) in seen:
-            duplicates += 1
-            if duplicates > _MAX_DUPLICATE_DRAWS:
-                raise NotEnoughPairs(f"ioi: no new distinct pair after {_MAX_DUPLICATE_DRAWS} "
-                                     f"draws; asked for {n}")
-            continue
-        duplicates = 0
-        seen.add((clean, corrupt))
         words = template.split()
         first = {a: words.index("{a}"), b: words.index("{b}")}
-        yield {
-            "clean": clean, "corrupt": corrupt, "answer": " " + io, "foil": " " + s,
+        return {
+            "clean": fill(s), "corrupt": fill(c), "answer": " " + io, "foil": " " + s,
             "io": io, "s": s, "c": c, "template": t,
             "io_pos": first[io], "s_pos": first[s], "s2_pos": words.index("{c}"),
         }
+
+    return _distinct("ioi", n, draw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,25 +241,15 @@ def _ioi(n: int, rng: random.Random, templates: list[str] | None) -> Iterator[di
 def _induction(n: int, rng: random.Random, templates: list[str] | None) -> Iterator[dict]:
     if templates is not None:
         raise ValueError("induction has no templates")
-    seen: set[tuple[str, str]] = set()
-    duplicates = 0
-    while len(seen) < n:
+    def draw() -> dict:
         seq = C._random_sequence(rng, held_out=True)
         k = rng.randint(1, len(seq) - 1)
         rest = [w for w in C.FILLERS if w not in seq]
         other = rng.sample(rest, len(seq))
-        clean = " ".join(seq + seq[:k])
-        corrupt = " ".join(other + seq[:k])
-        if (clean, corrupt) in seen:
-            duplicates += 1
-            if duplicates > _MAX_DUPLICATE_DRAWS:
-                raise NotEnoughPairs(f"induction: no new distinct pair after "
-                                     f"{_MAX_DUPLICATE_DRAWS} draws; asked for {n}")
-            continue
-        duplicates = 0
-        seen.add((clean, corrupt))
-        yield {"clean": clean, "corrupt": corrupt, "answer": " " + seq[k],
-               "foil": " " + other[k], "seq_len": len(seq), "k": k}
+        return {"clean": " ".join(seq + seq[:k]), "corrupt": " ".join(other + seq[:k]),
+                "answer": " " + seq[k], "foil": " " + other[k], "seq_len": len(seq), "k": k}
+
+    return _distinct("induction", n, draw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,47 +318,10 @@ def generate(task: str, n: int, seed: int = 0, templates: list[str] | None = Non
 
 
 def measure(rows: list[dict], model_dir: str | Path = DEMO_MODEL_DIR) -> dict:
-    """How the model behaves on the pairs: logit(answer) - logit(foil) at the last position.
+    """How the demo model does on the pairs (see `nnrun.demo.evaluate.measure_pairs`)."""
+    from nnrun.demo.evaluate import measure_pairs
 
-    Returns the number of rows, the share with a positive difference on the clean prompt
-    (``clean_accuracy``: the model prefers answer over foil), the share whose answer is the clean
-    prompt's top-1 token, and the mean difference on the clean and on the corrupt prompts.
-    Prompts are batched by token count, so no padding is involved.
-    """
-    import torch
-
-    from nnrun.demo.evaluate import answer_token, load, single_thread
-
-    model, tok = load(model_dir)
-    diffs: dict[str, list[float]] = {"clean": [0.0] * len(rows), "corrupt": [0.0] * len(rows)}
-    top1 = [False] * len(rows)
-    by_len: dict[int, list[int]] = {}
-    for i, row in enumerate(rows):
-        by_len.setdefault(len(tok(row["clean"], add_special_tokens=False).input_ids), []).append(i)
-    with torch.no_grad(), single_thread():
-        for idx in by_len.values():
-            answer = torch.tensor([answer_token(tok, rows[i]["answer"]) for i in idx])
-            foil = torch.tensor([answer_token(tok, rows[i]["foil"]) for i in idx])
-            for side in ("clean", "corrupt"):
-                ids = torch.tensor([tok(rows[i][side], add_special_tokens=False).input_ids
-                                    for i in idx])
-                logits = model(ids).logits[:, -1]
-                d = logits.gather(1, answer[:, None]) - logits.gather(1, foil[:, None])
-                for i, v in zip(idx, d[:, 0].tolist(), strict=True):
-                    diffs[side][i] = v
-                if side == "clean":
-                    for i, hit in zip(idx, (logits.argmax(-1) == answer).tolist(), strict=True):
-                        top1[i] = hit
-    n = len(rows)
-    return {
-        "rows": n,
-        "clean_accuracy": sum(d > 0 for d in diffs["clean"]) / n,
-        "clean_top1": sum(top1) / n,
-        "mean_logit_diff_clean": sum(diffs["clean"]) / n,
-        "mean_logit_diff_corrupt": sum(diffs["corrupt"]) / n,
-        "corrupt_below_clean": sum(c < k for c, k in zip(diffs["corrupt"], diffs["clean"],
-                                                          strict=True)) / n,
-    }
+    return measure_pairs(rows, model_dir)
 
 
 def to_jsonl(rows: list[dict]) -> str:

@@ -92,6 +92,46 @@ def evaluate(model_dir: str | Path) -> dict[str, float]:
     return evaluate_model(*load(model_dir))
 
 
+def measure_pairs(rows: list[dict], model_dir: str | Path) -> dict:
+    """How the model behaves on the pairs: logit(answer) - logit(foil) at the last position.
+
+    Returns the number of rows, the share with a positive difference on the clean prompt
+    (``clean_accuracy``: the model prefers answer over foil), the share whose answer is the clean
+    prompt's top-1 token, and the mean difference on the clean and on the corrupt prompts.
+    Prompts are batched by token count, so no padding is involved.
+    """
+    model, tok = load(model_dir)
+    diffs: dict[str, list[float]] = {"clean": [0.0] * len(rows), "corrupt": [0.0] * len(rows)}
+    top1 = [False] * len(rows)
+    by_len: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_len.setdefault(len(tok(row["clean"], add_special_tokens=False).input_ids), []).append(i)
+    with torch.no_grad(), single_thread():
+        for idx in by_len.values():
+            answer = torch.tensor([answer_token(tok, rows[i]["answer"]) for i in idx])
+            foil = torch.tensor([answer_token(tok, rows[i]["foil"]) for i in idx])
+            for side in ("clean", "corrupt"):
+                ids = torch.tensor([tok(rows[i][side], add_special_tokens=False).input_ids
+                                    for i in idx])
+                logits = model(ids).logits[:, -1]
+                d = logits.gather(1, answer[:, None]) - logits.gather(1, foil[:, None])
+                for i, v in zip(idx, d[:, 0].tolist(), strict=True):
+                    diffs[side][i] = v
+                if side == "clean":
+                    for i, hit in zip(idx, (logits.argmax(-1) == answer).tolist(), strict=True):
+                        top1[i] = hit
+    n = len(rows)
+    return {
+        "rows": n,
+        "clean_accuracy": sum(d > 0 for d in diffs["clean"]) / n,
+        "clean_top1": sum(top1) / n,
+        "mean_logit_diff_clean": sum(diffs["clean"]) / n,
+        "mean_logit_diff_corrupt": sum(diffs["corrupt"]) / n,
+        "corrupt_below_clean": sum(c < k for c, k in zip(diffs["corrupt"], diffs["clean"],
+                                                          strict=True)) / n,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path)
