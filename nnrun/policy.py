@@ -105,31 +105,30 @@ def check_experiment_text(text: str, file: str | None = None) -> None:
     for key_node, value in root.value:
         key = key_node.value
         line = key_node.start_mark.line + 1
-        if key == "hydra":
-            issues.append(Issue(
-                "forbidden_hydra", "an experiment file may not configure Hydra (callbacks, "
-                "launcher, sweeper, run directory, ...)", "hydra",
-                hint="Hydra settings run code or choose paths: put them on your command line "
-                     "(hydra.launcher.partition=gpu) or in your own config (`-cd DIR`)"
-            ).located(file, line))
-        elif key == "model":
-            issues.append(Issue(
-                "forbidden_model_override", "an experiment file may not set the model or how "
-                "it is loaded (path, trust_remote_code, allow_pickle, device, ...)", "model",
-                hint="choose the model on your command line (`model=gpt2 model.path=/my/ckpt "
-                     "model.trust_remote_code=true`) or in your own configs/model/*.yaml"
-            ).located(file, line))
-        elif key == "export_path":
-            issues.append(Issue(
-                "forbidden_path", "an experiment file may not choose where files are written",
-                "export_path", hint="pass export_path=... on your command line").located(
-                    file, line))
+        if key in FORBIDDEN_KEYS:
+            code, message, hint = FORBIDDEN_KEYS[key]
+            issues.append(Issue(code, message, key, hint=hint).located(file, line))
         elif key == "defaults":
             issues += _check_defaults(value, file)
         elif key == "name":
             issues += _check_name(value, file)
     issues += _walk(root, "", file)
     raise_if_issues(issues, ConfigError, f"experiment file {file or ''}".strip())
+
+
+# Top-level keys an experiment file may not set: key → (issue code, what, where it goes instead).
+FORBIDDEN_KEYS: dict[str, tuple[str, str, str]] = {
+    "hydra": ("forbidden_hydra", "an experiment file may not configure Hydra (callbacks, "
+              "launcher, sweeper, run directory, ...)",
+              "Hydra settings run code or choose paths: put them on your command line "
+              "(hydra.launcher.partition=gpu) or in your own config (`-cd DIR`)"),
+    "model": ("forbidden_model_override", "an experiment file may not set the model or how it "
+              "is loaded (path, trust_remote_code, allow_pickle, device, ...)",
+              "choose the model on your command line (`model=gpt2 model.path=/my/ckpt "
+              "model.trust_remote_code=true`) or in your own configs/model/*.yaml"),
+    "export_path": ("forbidden_path", "an experiment file may not choose where files are "
+                    "written", "pass export_path=... on your command line"),
+}
 
 
 def _check_name(node: yaml.Node, file: str | None) -> list[Issue]:
