@@ -143,7 +143,9 @@ def _bind_invoke(scope, graph: Graph, tokenizer, dataset: Dataset) -> InvokeBind
     plist = _prompts(scope, dataset)
     if not plist or not all(isinstance(p, str) and p.strip() for p in plist):
         raise BindError("bad_input", "prompts must be non-empty strings")
-    tokens = tuple(_checked_tokens(tokenizer, p, dataset, i) for i, p in enumerate(plist))
+    seen: dict[str, tuple[str, ...]] = {}  # a prompt shared by every example is tokenized once
+    tokens = tuple(seen[p] if p in seen else seen.setdefault(
+        p, _checked_tokens(tokenizer, p, dataset, i)) for i, p in enumerate(plist))
     binding = InvokeBinding(scope.id, tuple(plist), tokens)
     values, coords = {}, {}
     for var, spec in foreach.items():
@@ -308,17 +310,19 @@ def _token_ids(graph: Graph, tokenizer, dataset: Dataset,
         for name, value in node.type.token_fields(node.params).items():
             texts = [str(row[value.column]) for row in dataset.rows] \
                 if isinstance(value, Column) else [value] * len(dataset)
-            found = []
+            known: dict[str, int] = {}  # each distinct text is tokenized once
             for row, text in enumerate(texts):
+                if text in known:
+                    continue
                 problem = _token_problem(tokenizer, text)
                 if problem:
                     where = f"{dataset.where(row)}: " if len(dataset) > 1 else ""
                     issues.append(Issue(problem[0], where + problem[1], f"{node.path}.{name}",
                                         node.id, problem[2]))
                     break
-                found.append(tokenizer(text, add_special_tokens=False)["input_ids"][0])
+                known[text] = tokenizer(text, add_special_tokens=False)["input_ids"][0]
             else:
-                ids[f"{node.id}.{name}"] = tuple(found)
+                ids[f"{node.id}.{name}"] = tuple(known[t] for t in texts)
     return ids
 
 

@@ -15,6 +15,11 @@ ROW_BUDGET_BYTES = 1 << 30  # activations of one chunk's forward pass (a rough, 
 MAX_AUTO_BATCH = 256
 
 
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per value of a model dtype name (`float32`, `bfloat16`, ...)."""
+    return {"float64": 8, "float32": 4}.get(dtype, 2)
+
+
 def chunk_ranges(n_examples: int, batch_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + batch_size, n_examples))
             for start in range(0, n_examples, batch_size)]

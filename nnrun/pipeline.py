@@ -34,6 +34,7 @@ class Compiled:
     binding: Binding | None = None
     program: Program | None = None
     batch_size: int = 1          # examples per chunk (one forward pass per chunk)
+    dataset: Any = None          # the checked examples (None: the one implicit example)
 
 
 def model_spec(config: dict[str, Any]) -> ModelSpec:
@@ -55,8 +56,8 @@ def validate(config: dict[str, Any], source: Path | None = None) -> Compiled:
     model = model_spec(config)
     with _located_in(source):
         graph = build_graph(spec, model_info(model))
-        _dataset(spec, source)  # columns and rows are checked here too, before any tokenizer
-    return Compiled(spec, model, graph)
+        dataset = _dataset(spec, source)  # columns and rows are checked before any tokenizer
+    return Compiled(spec, model, graph, dataset=dataset)
 
 
 def compile_program(config: dict[str, Any], source: Path | None = None) -> Compiled:
@@ -64,8 +65,8 @@ def compile_program(config: dict[str, Any], source: Path | None = None) -> Compi
     no weights). The program does not depend on the examples, only on the graph's shape."""
     compiled = validate(config, source)
     with _located_in(source):
-        dataset = _dataset(compiled.spec, source)
-        compiled.binding = bind(compiled.graph, load_tokenizer(compiled.model), dataset)
+        compiled.binding = bind(compiled.graph, load_tokenizer(compiled.model),
+                                compiled.dataset)
         compiled.program = generate(compiled.graph, compiled.binding,
                                     source.name if source else "")
         compiled.batch_size = _batch_size(compiled)
@@ -98,13 +99,13 @@ def needed_columns(spec: ExperimentSpec) -> dict[str, str]:
 
 
 def _batch_size(compiled: Compiled) -> int:
-    from nnrun.chunks import auto_batch_size
+    from nnrun.chunks import auto_batch_size, dtype_bytes
 
     size = compiled.spec.batch_size
     if size != "auto":
         return min(size, compiled.binding.n_examples)
-    itemsize = {"float32": 4, "float64": 8}.get(compiled.model.dtype, 2)
-    return auto_batch_size(compiled.binding, compiled.graph.info, itemsize)
+    return auto_batch_size(compiled.binding, compiled.graph.info,
+                           dtype_bytes(compiled.model.dtype))
 
 
 @contextmanager

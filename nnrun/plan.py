@@ -20,7 +20,7 @@ class ScanModel:
 
 
 def plan_report(compiled) -> str:
-    from nnrun.chunks import chunk_data, chunk_ranges
+    from nnrun.chunks import chunk_data, chunk_ranges, dtype_bytes
     from nnrun.models import load_lazy
     from nnrun.run import call_program, import_program, materialize
 
@@ -43,7 +43,7 @@ def plan_report(compiled) -> str:
                               chunk_data(binding, *chunks[0], device="meta"))
         shapes = {nid: _whole_dataset(compiled, nid, list(getattr(values[nid], "shape", [])))
                   for nid in schedule.returns}
-    itemsize = {"float32": 4, "float64": 8}.get(compiled.model.dtype, 2)
+    itemsize = dtype_bytes(compiled.model.dtype)
     total = 0
     for nid, shape in shapes.items():
         count = 1
