@@ -114,10 +114,8 @@ def export_script(compiled, path: Path, seed: int = 0) -> Path:
     saves = {n.id: n.sources[0] for n in graph.nodes.values() if n.type.op == "save"}
     example_dim = {nid: graph.axes[nid].index("example") for nid in schedule.returns
                    if "example" in graph.axes[nid]}
-    reducers = {nid: (graph.nodes[nid].sources[0],
-                      graph.nodes[nid].type.reducer(graph.nodes[nid].params, {
-                          "in": graph.axes[graph.nodes[nid].sources[0]]}).statistic)
-                for nid in schedule.reducers}
+    reducers = {nid: (graph.nodes[nid].sources[0], graph.nodes[nid].type.reducer(
+        graph.nodes[nid].params, graph.input_axes(nid)).statistic) for nid in schedule.reducers}
     data_file = path.with_name(path.stem + "_data.json")
     data = chunk_data(compiled.binding, 0, compiled.binding.n_examples)
     atomic_write_text(data_file, json.dumps(_as_json(data), sort_keys=True))

@@ -90,6 +90,10 @@ class Graph:
                 axes.append("step")
         return tuple(axes)
 
+    def input_axes(self, node_id: str) -> dict[str, tuple[str, ...]]:
+        """Each input port's axes as the node receives them after its producers' loops."""
+        return {port: self.axes[srcs[0]] for port, srcs in self.nodes[node_id].inputs.items()}
+
     def consumers(self, node_id: str) -> list[Node]:
         return [n for n in self.nodes.values() if node_id in n.sources]
 

@@ -71,7 +71,7 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
     schedule = program.schedule
     path = materialize(program)
     module = import_program(path)
-    reducers = {nid: graph.nodes[nid].type.reducer(graph.nodes[nid].params, _in_axes(graph, nid))
+    reducers = {nid: graph.nodes[nid].type.reducer(graph.nodes[nid].params, graph.input_axes(nid))
                 for nid in schedule.reducers}
     parts: dict[str, list[Any]] = {nid: [] for nid in schedule.returns} if collect else {}
     chunks = chunk_ranges(binding.n_examples, compiled.batch_size)
@@ -89,10 +89,6 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
     joined = {nid: concat_examples(chunks_, graph.axes[nid].index("example"))
               if "example" in graph.axes[nid] else chunks_[-1] for nid, chunks_ in parts.items()}
     return {**joined, **reduced, **finals}
-
-
-def _in_axes(graph, nid: str) -> dict[str, tuple[str, ...]]:
-    return {port: graph.axes[srcs[0]] for port, srcs in graph.nodes[nid].inputs.items()}
 
 
 def _progress(chunks: list, enabled: bool, n_examples: int):

@@ -125,12 +125,11 @@ def phases(graph: Graph) -> tuple[dict[str, str], list[Issue]]:
     for nid in graph.order:
         node = graph.nodes[nid]
         src_phases = {phase[s] for s in node.sources}
-        in_axes = {port: graph.axes[srcs[0]] for port, srcs in node.inputs.items()}
         if graph.invoke_of(node.scope) is not None:
             phase[nid] = "model"
         elif node.type.is_sink:
             phase[nid] = "sink"
-        elif node.type.reducer(node.params, in_axes) is not None:
+        elif node.type.reducer(node.params, graph.input_axes(nid)) is not None:
             phase[nid] = "reduce"
         elif src_phases & {"reduce", "final"}:
             phase[nid] = "final"
