@@ -88,3 +88,15 @@ def ensure_tiny_model(name: str, seed: int = 0) -> Path:
 
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def reference_model(name: str):
+    """Plain transformers model (eval, eager attention) and tokenizer of a built-in model, for
+    references that bypass nnrun and nnsight entirely (tests, benchmarks)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nnrun.models import ModelSpec, resolve_path
+
+    path = resolve_path(ModelSpec(name=name, path=f"builtin:{name}"))
+    hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    return hf, AutoTokenizer.from_pretrained(path)

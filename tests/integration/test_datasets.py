@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from nnrun.errors import ConfigError
-from nnrun.models import ModelSpec, load_model, resolve_path
+from nnrun.models import load_model
 from nnrun.pipeline import compile_program
 from nnrun.run import execute
+from nnrun.tiny import reference_model
 
 BLOCKS = {"tiny-gpt2": "transformer.h", "tiny-llama": "model.layers"}
 SUBJECTS = [("eiffel", " paris", "colosseum", " rome"), ("colosseum", " rome", "kremlin", " moscow"),
@@ -38,11 +39,7 @@ def run(cfg: dict) -> dict:
 
 
 def hf_model(model: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_path(ModelSpec(name=model, path=f"builtin:{model}"))
-    hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
-    return hf, AutoTokenizer.from_pretrained(path)
+    return reference_model(model)
 
 
 PATCHING = {

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnrun.models import ModelSpec, load_model, resolve_path
+from nnrun.models import load_model
 from nnrun.pipeline import compile_program
 from nnrun.run import execute
+from nnrun.tiny import reference_model
 
 CLEAN = "the eiffel tower is in the city of"
 CORRUPT = "the colosseum tower is in the city of"
@@ -43,11 +44,7 @@ def patching_config(model: str, site: str = "layer_output") -> dict:
 
 
 def hf_model(model: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_path(ModelSpec(name=model, path=f"builtin:{model}"))
-    hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
-    return hf, AutoTokenizer.from_pretrained(path)
+    return reference_model(model)
 
 
 def blocks(hf, model: str):
