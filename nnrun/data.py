@@ -39,6 +39,15 @@ class DataSpec(BaseModel):
 
 
 @dataclass(frozen=True)
+class ColumnUse:
+    """How the experiment uses a column: `text` or `int`, and where (YAML path, node id)."""
+
+    kind: str
+    path: str = "data"
+    node: str | None = None
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Examples as rows (column → value); `where(i)` names row i in messages."""
 
@@ -65,11 +74,11 @@ def single_example() -> Dataset:
 
 
 def load_dataset(spec: DataSpec, experiment_file: Path | None,
-                 needed: dict[str, str]) -> Dataset:
+                 needed: dict[str, ColumnUse]) -> Dataset:
     """Read the rows and check that every needed column is present and well typed in every row.
 
     Args:
-        needed: column → what it is used for (`"text"` or `"int"`), collected from the graph.
+        needed: column → how and where the graph uses it.
 
     Raises:
         ConfigError: unreadable file, malformed rows, missing columns, wrong types — every one.
@@ -159,24 +168,24 @@ def _csv_rows(text: str, name: str):
     return rows, lines, issues
 
 
-def _check_rows(dataset: Dataset, needed: dict[str, str]) -> list[Issue]:
+def _check_rows(dataset: Dataset, needed: dict[str, ColumnUse]) -> list[Issue]:
     issues: list[Issue] = []
     known = set(dataset.columns())
-    for column, kind in needed.items():
+    for column, use in needed.items():
         if column not in known:
             import difflib
 
             close = difflib.get_close_matches(column, sorted(known), n=1)
             hint = (f"did you mean `{close[0]}`? " if close else "") + \
                 "columns: " + (", ".join(sorted(known)) or "none")
-            issues.append(Issue("unknown_column", f"column `{column}` is not in the dataset",
-                                "data", hint=hint))
+            issues.append(Issue("unknown_column", f"column `{column}` is not in the dataset "
+                                f"{dataset.source}", use.path, use.node, hint))
             continue
         for i, row in enumerate(dataset.rows):
-            problem = _cell_problem(row.get(column), kind)
+            problem = _cell_problem(row.get(column), use.kind)
             if problem:
                 issues.append(Issue("data_row_invalid", f"{dataset.where(i)}: column `{column}` "
-                                    f"{problem}", "data"))
+                                    f"{problem}", use.path, use.node))
                 break  # one report per column: the rest are usually the same mistake
     return issues
 

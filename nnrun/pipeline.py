@@ -17,6 +17,7 @@ from typing import Any
 
 from nnrun.bind import Binding, bind
 from nnrun.codegen import Program, generate
+from nnrun.data import ColumnUse
 from nnrun.errors import NnrunError
 from nnrun.graph import Graph, build_graph
 from nnrun.load import line_of, load_experiment
@@ -81,20 +82,24 @@ def _dataset(spec: ExperimentSpec, source: Path | None):
     return load_dataset(spec.data, source, needed_columns(spec))
 
 
-def needed_columns(spec: ExperimentSpec) -> dict[str, str]:
-    """Every column the scopes and nodes refer to, and whether it holds text or an integer."""
+def needed_columns(spec: ExperimentSpec) -> dict[str, ColumnUse]:
+    """Every column the scopes and nodes refer to: whether it holds text or an integer, and
+    where it is first used (so that a missing column is reported at the node that needs it)."""
     from nnrun.refs import Column, Match
 
-    needed: dict[str, str] = {}
-    for scope in spec.graph.scopes:
+    needed: dict[str, ColumnUse] = {}
+    for i, scope in enumerate(spec.graph.scopes):
         if isinstance(scope.input, Column):
-            needed[scope.input.column] = "text"
-    for node in spec.graph.nodes:
+            needed.setdefault(scope.input.column,
+                              ColumnUse("text", f"graph.scopes[{i}].input", scope.id))
+    for i, node in enumerate(spec.graph.nodes):
         for name, value in node:
+            where = f"graph.nodes[{i}].{name}"
             if isinstance(value, Match) and isinstance(value.match, Column):
-                needed[value.match.column] = "text"
+                needed.setdefault(value.match.column, ColumnUse("text", where, node.id))
             elif isinstance(value, Column):
-                needed[value.column] = "int" if name == "position" else "text"
+                kind = "int" if name == "position" else "text"
+                needed.setdefault(value.column, ColumnUse(kind, where, node.id))
     return needed
 
 
