@@ -27,7 +27,9 @@ def plan_report(compiled) -> str:
     schedule, binding = compiled.program.schedule, compiled.binding
     chunks = chunk_ranges(binding.n_examples, compiled.batch_size)
     lines = [f"plan for `{compiled.spec.name}` on {compiled.model.name} (no weights loaded):",
-             f"  {binding.n_examples} example(s) from {binding.dataset.source}, in {len(chunks)} "
+             f"  {binding.n_examples} example(s) from "
+             f"{'the experiment' if binding.dataset.source == 'none' else binding.dataset.source}"
+             f", in {len(chunks)} "
              f"chunk(s) of up to {compiled.batch_size}; one compiled program serves every chunk"]
     for trace in schedule.traces:
         n = sum(len(p.binding.points) for p in trace.invokes)
