@@ -251,6 +251,48 @@ def _check_writable(target: Path) -> None:
              "(multirun: hydra.sweep.dir=...)")]))
 
 
+def _command_line_error(err: Exception) -> NnrunError | None:
+    """The user-facing error for an exception Hydra raised before any job ran (None: not one)."""
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+
+    from nnrun.errors import CommandLineError, did_you_mean
+
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        group, _, choice = err.missing_cfg_file.rpartition("/")
+        if err.missing_cfg_file.startswith("experiment/"):
+            return _unknown_experiment(err.missing_cfg_file.removeprefix("experiment/"))
+        options = sorted(err.options or [])
+        return CommandLineError("the command line could not be used:", [Issue(
+            "unknown_option", f"{group} `{choice}` does not exist", group,
+            hint=did_you_mean(choice, options) if options else "")])
+    if isinstance(err, OverrideParseException):
+        return CommandLineError("the command line could not be used:", [Issue(
+            "bad_override", f"cannot parse `{err.override}`: {err.message.splitlines()[0]}",
+            "command line",
+            hint="write key=value (quote values with spaces or commas: 'params.x=\"a, b\"'); "
+                 "see `nnrun --help`")])
+    if isinstance(err, HydraException):
+        return CommandLineError("the command line could not be used:", [Issue(
+            "hydra_error", str(err).strip().splitlines()[0], "command line",
+            hint="see `nnrun --help`; HYDRA_FULL_ERROR=1 shows Hydra's traceback")])
+    return None
+
+
+def _unknown_experiment(choice: str) -> ConfigError:
+    from nnrun.errors import did_you_mean
+
+    names = sorted({p.stem for p in _packaged_files() + _user_files()})
+    if "/" in choice or choice.endswith((".yaml", ".yml", ".json")):
+        path = Path(choice)
+        hint = (f"an experiment is chosen by name: run `nnrun experiment={path.stem}` in the "
+                f"folder that holds experiments/{path.name}, or set NNRUN_EXPERIMENTS="
+                f"{path.parent} (NNRUN_EXPERIMENTS names the folder of experiment files)")
+    else:
+        hint = did_you_mean(choice, names) + " (files in ./experiments/ or $NNRUN_EXPERIMENTS)"
+    return ConfigError("unknown experiment:", [Issue(
+        "unknown_experiment", f"no experiment named `{choice}`", "experiment", hint=hint)])
+
+
 def main() -> None:
     """Console-script entry point (`nnrun ...`, `python -m nnrun ...`, `nnrun verify DIR`)."""
     if len(sys.argv) > 1 and sys.argv[1] == "verify":
@@ -259,11 +301,20 @@ def main() -> None:
         sys.exit(verify_main(sys.argv[2:]))
     _register_resolvers()
     _register_experiments()
+    # Hydra prints its own errors (a traceback for most) and exits 1; this makes it raise them,
+    # so that a command-line mistake is reported like every other mistake (exit 2, or 10).
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         _hydra_entry()
     except _OutputDirUnusable as err:
         print(f"nnrun: {err.error}", file=sys.stderr, flush=True)
         sys.exit(err.error.exit_code)
+    except Exception as err:
+        error = _command_line_error(err)
+        if error is None or os.environ.get("NNRUN_FULL_ERROR") == "1":
+            raise
+        print(f"nnrun: {error}", file=sys.stderr, flush=True)
+        sys.exit(error.exit_code)
     if _STATE.get("sweep_dir"):
         _sweep_summary()
     sys.exit(_STATE["exit"])

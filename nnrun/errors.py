@@ -4,6 +4,7 @@ Invariant: a user mistake is always an `NnrunError` carrying every `Issue` found
 anything else that escapes is a bug in nnrun and keeps its traceback.
 
 * NnrunError                 exit code
+  ├── CommandLineError        2  the command line could not be used (bad override)    (cli.py)
   ├── ConfigError            10  the experiment file does not match the format      (load.py)
   ├── GraphError             11  the graph is malformed: cycle, dangling edge, scope (graph.py)
   ├── CompileError           12  the graph cannot be expressed as an nnsight program (schedule.py)
@@ -73,6 +74,12 @@ class NnrunError(Exception):
         return "\n".join(lines)
 
 
+class CommandLineError(NnrunError):
+    """The command line could not be used: an override Hydra cannot parse, an unknown option."""
+
+    exit_code = 2
+
+
 class ConfigError(NnrunError):
     """The experiment file does not match the experiment format."""
 
@@ -112,11 +119,18 @@ class OutputError(NnrunError):
 EXIT_CODES: dict[str, int] = {
     "ok": 0,
     "internal error (a bug in nnrun: please report it with the traceback)": 1,
-    "command-line usage (Hydra could not parse an override)": 2,
     **{cls.__name__: cls.exit_code for cls in
-       (ConfigError, GraphError, CompileError, ModelError, RunError, OutputError)},
+       (CommandLineError, ConfigError, GraphError, CompileError, ModelError, RunError, OutputError)},
     "interrupted (Ctrl-C)": 130,
 }
+
+
+def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
+    """A hint naming the closest option, or listing them all when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"did you mean `{close[0]}`?" if close else "valid: " + ", ".join(options)
 
 
 def raise_if_issues(issues: list[Issue], error: type[NnrunError], what: str) -> None:

@@ -32,7 +32,8 @@ class ModelSpec(BaseModel):
                                   "tiny-neox|demo>")
     revision: str | None = Field(None, description="hub branch, tag or commit (pin a commit)")
     dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
-    device: str = "cpu"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$",
+                        description="cpu, cuda, cuda:N, mps or xpu[:N]")
     trust_remote_code: bool = False
     allow_pickle: bool = Field(
         False, description="load pickle weights (pytorch_model.bin, *.pt): pickle can run code; "
@@ -137,9 +138,24 @@ def load_model(spec: ModelSpec):
         if not spec.allow_pickle and "safetensors" in str(err).lower():
             raise _pickle_error(spec, "the model has no safetensors weights") from err
         raise _unavailable(spec, err) from err
+    check_device(spec.device)
     hf.to(spec.device).eval()
     _LOADED[key] = TransformersModel(hf, tokenizer=tokenizer)
     return _LOADED[key]
+
+
+def check_device(device: str) -> None:
+    """A device this torch build can use; otherwise a ModelError before weights move."""
+    import torch
+
+    kind = device.split(":")[0]
+    backend = getattr(torch, kind, None) if kind != "cpu" else None
+    if kind == "cpu" or (backend is not None and backend.is_available()):
+        return
+    raise ModelError("the device is not available:", [Issue(
+        "device_unavailable", f"`{device}` is not available to this torch "
+        f"({torch.__version__})", "model.device",
+        hint="run with model.device=cpu, or on a machine (and torch build) with that device")])
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

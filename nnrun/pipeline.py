@@ -51,8 +51,26 @@ def model_spec(config: dict[str, Any]) -> ModelSpec:
             for e in err.errors()]) from None
 
 
+def check_run_settings(config: dict[str, Any]) -> None:
+    """The command-line settings beside the experiment (`seed`, `export_path`) have the right
+    types, so that a typo fails before any work, not after the model ran."""
+    from nnrun.errors import ConfigError, Issue
+
+    seed = config.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError("the run settings have problems:", [Issue(
+            "invalid_seed", f"seed must be an integer, found `{seed}`", "seed",
+            hint="e.g. seed=0")])
+    target = config.get("export_path")
+    if target is not None and not isinstance(target, str):
+        raise ConfigError("the run settings have problems:", [Issue(
+            "invalid_export_path", f"export_path must be a file path, found `{target}`",
+            "export_path", hint="e.g. export_path=patching_standalone.py")])
+
+
 def validate(config: dict[str, Any], source: Path | None = None) -> Compiled:
     """Schema + graph lint against the model's module tree (config only, no weights)."""
+    check_run_settings(config)
     spec = load_experiment(config, source)
     model = model_spec(config)
     with _located_in(source):
@@ -152,7 +170,7 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
         timings["load_model"] = time.perf_counter() - t0
         import torch
 
-        torch.manual_seed(int(config.get("seed", 0)))
+        torch.manual_seed(config.get("seed", 0))
         from nnrun.run import execute
 
         t0 = time.perf_counter()
@@ -212,7 +230,7 @@ def run_stage(stage: str, config: dict[str, Any], run_dir: Path, source: Path | 
 
         c = compile_program(config, source)
         target = Path(config.get("export_path") or run_dir / f"{c.spec.name}_standalone.py")
-        export_script(c, target, int(config.get("seed", 0)))
+        export_script(c, target, config.get("seed", 0))
         return (f"wrote {target}\n  run it with: python {target} [OUT_DIR]  "
                 "(needs only torch, transformers, nnsight)")
     path = run(config, run_dir, source, overrides)

@@ -1,34 +1,22 @@
 """The node registry and the built-in node types (one module each).
 
-Adding a node type: write `nnrun/nodes/<op>.py` with a `@register`ed `NodeType`, add one import
-line below, add its tests and a README row. Nothing else changes.
+Adding a node type: write `nnrun/nodes/<op>.py` with a `@register`ed `NodeType`, add its tests and a README
+row. Nothing else changes: every module in this package is imported and registers itself.
 """
 
-from nnrun.nodes import (  # noqa: E402,F401  (model access)  # noqa: E402,F401  # noqa: E402,F401  # noqa: E402,F401  (metrics)  # noqa: E402,F401  (sinks)
-    add,
-    argmax,
-    decode,
-    log_softmax,
-    logit_diff,
-    logit_lens,  # noqa: E402,F401  (model access)
-    mean,
-    normalize,
-    plot_heatmap,
-    plot_line,
-    prob,
-    rank,
-    read,
-    save,
-    scale,
-    select_position,
-    sem,
-    softmax,
-    std,
-    subtract,
-    topk,
-    write,
-)
+import importlib
+import pkgutil
+
 from nnrun.nodes.base import REGISTRY, NodeParams, NodeType, Port, Stmt, register
+
+# Every module here except the shared helpers defines one op. Imported by name, never as
+# `from nnrun.nodes import save`: nnsight gives every Python object a `.save` attribute, so that
+# form binds nnsight's method, and the module is never imported (nor its op registered) when
+# nnsight was imported first.
+_HELPERS = {"base", "fields"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _HELPERS:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 REGISTRY.freeze()
 

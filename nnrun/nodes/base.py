@@ -8,8 +8,10 @@ subclasses `NodeType` and registers itself with `@register`.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -114,19 +116,21 @@ class Registry:
     """Maps op names to node types; rejects collisions; frozen once the schema is built."""
 
     def __init__(self) -> None:
-        self._types: dict[str, NodeType] = {}
-        self._frozen = False
+        self._types: dict[str, NodeType] | MappingProxyType[str, NodeType] = {}
 
     def register(self, cls: type[NodeType]) -> type[NodeType]:
-        if self._frozen:
-            raise RuntimeError(f"registry is frozen; cannot add op {cls.op!r}")
+        """Add a node type, checked once here so that a malformed one fails at import."""
+        if isinstance(self._types, MappingProxyType):
+            raise RuntimeError(f"registry is frozen; cannot add op {cls.__name__}")
+        _check_node_type(cls)
         if cls.op in self._types:
             raise RuntimeError(f"op {cls.op!r} is registered twice")
         self._types[cls.op] = cls()
         return cls
 
     def freeze(self) -> None:
-        self._frozen = True
+        """No more registrations: the schema's node union has been built from this set."""
+        self._types = MappingProxyType(dict(self._types))
 
     def get(self, op: str) -> NodeType:
         return self._types[op]
@@ -142,6 +146,23 @@ class Registry:
         close = difflib.get_close_matches(op, self.ops(), n=1)
         guess = f"did you mean `{close[0]}`? " if close else ""
         return guess + "valid ops: " + ", ".join(self.ops())
+
+
+def _check_node_type(cls: type) -> None:
+    """A node type is a NodeType subclass whose Params narrow `op` to its own name."""
+    if not (isinstance(cls, type) and issubclass(cls, NodeType)):
+        raise TypeError(f"{cls!r} is not a NodeType subclass")
+    op = getattr(cls, "op", None)
+    if not isinstance(op, str) or not re.match(NODE_ID_PATTERN, op):
+        raise TypeError(f"{cls.__name__}.op must be an identifier, found {op!r}")
+    params = getattr(cls, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, NodeParams)):
+        raise TypeError(f"{cls.__name__}.Params must subclass NodeParams")
+    if get_args(params.model_fields["op"].annotation) != (op,):
+        raise TypeError(f"{cls.__name__}.Params.op must be Literal[{op!r}]")
+    for port in cls.inputs.values():
+        if not isinstance(port, Port):
+            raise TypeError(f"{cls.__name__}.inputs values must be Port")
 
 
 REGISTRY = Registry()
