@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from nnrun import __version__
 from nnrun.bind import Binding
+from nnrun.errors import CompileError, Issue
 from nnrun.graph import Graph
 from nnrun.nodes.base import Access
 from nnrun.nodes.fields import concrete_layers, loop_var
@@ -108,9 +109,7 @@ class EmitContext:
         return self.var(self._source(port).id)
 
     def in_axes(self, port: str) -> tuple[str, ...]:
-        src = self._source(port)
-        same_loop = src.scope == self.node.scope and self.graph.loop_axes(src.scope)
-        return self.graph.point_axes[src.id] if same_loop else self.graph.axes[src.id]
+        return self.graph.source_axes(self.node_id, self._source(port).id)
 
     @staticmethod
     def literal(value) -> str:
@@ -185,12 +184,34 @@ class EmitContext:
                 "ragged": f"{code}[:]"}[where.kind]
 
     def layer_index_into(self, port: str, layer_code: str | None) -> str:
-        """Index of `layer_code` in the input's stacked `layer` axis."""
+        """Index of `layer_code` (a literal or the foreach variable) in the input's stacked
+        `layer` axis, whichever node stacked it (a read, or a computation on one).
+
+        Raises:
+            CompileError: the input holds no value for a layer this node needs.
+        """
         src = self._source(port)
-        layers = concrete_layers(src.params.layer, self.graph.info.n_layers)
+        layers = [int(v) for v in self.binding.node_coords[src.id].get("layer", [])]
+        missing = sorted(set(self._layer_values(layer_code)) - set(layers))
+        if missing:
+            raise CompileError(f"experiment `{self.graph.spec.name}` has 1 problem:", [Issue(
+                "layer_not_in_value", f"the value from `{src.id}` holds layers "
+                f"{layers}, not layer {', '.join(map(str, missing))} that this node needs",
+                self.node.path + ".layer", self.node_id,
+                f"read those layers in `{src.id}` (e.g. layer: all)")])
         if layers == list(range(self.graph.info.n_layers)):
             return f"[{layer_code}]"
         return f"[{dict(zip(layers, range(len(layers))))}[{layer_code}]]"
+
+    def _layer_values(self, layer_code: str | None) -> list[int]:
+        """The layers `layer_code` takes: itself, or every value of the foreach variable."""
+        if layer_code is None:
+            return []
+        if layer_code.lstrip("-").isdigit():
+            return [int(layer_code)]
+        invoke = self.binding.invokes[self.graph.invoke_of(self.node.scope).id]
+        column = invoke.loop_vars.index("layer")
+        return [int(point[column]) for point in invoke.points]
 
 
 @dataclass
@@ -303,10 +324,20 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
         _invoke(w, body, plan, graph, schedule, names, barrier)
     for plan in trace.invokes:
         for nid in plan.collect:
-            shape = ", ".join(map(str, plan.loop_shape)) + ("," if len(plan.loop_shape) == 1 else "")
             save = ".save()" if schedule.session and nid in schedule.saves else ""
-            w.add(depth, f"{var(nid)} = torch.stack({points(nid)}).unflatten(0, ({shape}))"
+            w.add(depth, f"{var(nid)} = {_stacked(plan, nid, points(nid))}"
                          f"{save}  # {_axes(graph, nid)}", nid)
+
+
+def _stacked(plan: InvokePlan, nid: str, points: str) -> str:
+    """The per-point list as one tensor with the loop axes in front (foreach grid, then step).
+    Every generation step runs all the foreach invokes, so a step node's values arrive step by
+    step: (step, *grid), moved to (*grid, step)."""
+    grid = plan.binding.shape
+    if nid in plan.step_nodes and grid:
+        order = (plan.step.steps, *grid)
+        return f"torch.stack({points}).unflatten(0, {order}).movedim(0, {len(grid)})"
+    return f"torch.stack({points}).unflatten(0, {tuple(plan.loop_shape(nid))})"
 
 
 def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Schedule,
@@ -320,21 +351,30 @@ def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Sc
         depth += 1
     w.add(depth, f"with tracer.invoke(prompts[{b.scope!r}]):  # scope: {b.scope}")
     depth += 1
+    first_step = ""
     if plan.step is not None:
         step = names.name(("loop", "step"), "step")
         w.add(depth, f"for {step} in tracer.iter[:{plan.step.steps}]:  # scope: {plan.step.id}")
         depth += 1
+        first_step = f"if {step} == 0:  # nodes of the invoke itself run at the first step"
+    guarded = False
     for i, (nid, stmt) in enumerate(plan.stmts):
+        at = depth
+        if first_step and nid not in plan.step_nodes:
+            if not guarded:
+                w.add(depth, first_step)
+            guarded, at = True, depth + 1
+        else:
+            guarded = False
         for name in plan.barriers.get(i, []):
-            w.add(depth, f"{barrier[name]}()")
-        save = nid in schedule.saves and not plan.looped and _is_last(plan, i)
-        point_axes = plan.looped
-        w.add(depth, _annotated(stmt.code, nid, graph, var(nid), point_axes), nid)
-        if save:
-            w.add(depth, f"{var(nid)}.save()", nid)
-        if plan.looped and nid in plan.collect and _is_last(plan, i):
+            w.add(at, f"{barrier[name]}()")
+        loops = plan.loops(nid)
+        w.add(at, _annotated(stmt.code, nid, graph, var(nid), loops), nid)
+        if nid in schedule.saves and not loops and _is_last(plan, i):
+            w.add(at, f"{var(nid)}.save()", nid)
+        if loops and nid in plan.collect and _is_last(plan, i):
             points = names.name(("points", nid), f"{var(nid)}_points")
-            w.add(depth, f"{points}.append({var(nid)})", nid)
+            w.add(at, f"{points}.append({var(nid)})", nid)
     for name in plan.barriers.get(len(plan.stmts), []):
         w.add(depth, f"{barrier[name]}()")
     if not plan.stmts:

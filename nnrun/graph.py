@@ -91,8 +91,15 @@ class Graph:
         return tuple(axes)
 
     def input_axes(self, node_id: str) -> dict[str, tuple[str, ...]]:
-        """Each input port's axes as the node receives them after its producers' loops."""
-        return {port: self.axes[srcs[0]] for port, srcs in self.nodes[node_id].inputs.items()}
+        """Each input port's axes as the node receives them: per loop point when the producer
+        runs in the same loop (scope) as the node, else after the producer's loops."""
+        node = self.nodes[node_id]
+        return {port: self.source_axes(node_id, srcs[0]) for port, srcs in node.inputs.items()}
+
+    def source_axes(self, node_id: str, src_id: str) -> tuple[str, ...]:
+        scope = self.nodes[src_id].scope
+        same_loop = scope == self.nodes[node_id].scope and self.loop_axes(scope)
+        return self.point_axes[src_id] if same_loop else self.axes[src_id]
 
     def consumers(self, node_id: str) -> list[Node]:
         return [n for n in self.nodes.values() if node_id in n.sources]

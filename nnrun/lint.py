@@ -160,7 +160,23 @@ def _node_scopes(graph: Graph) -> list[Issue]:
         if node.type.is_sink and node.scope is not None:
             issues.append(Issue("illegal_scope", f"`{node.type.op}` runs after the model; remove "
                                 "its `scope`", path, node.id))
+        issues += _step_position(graph, node)
     return issues
+
+
+def _step_position(graph: Graph, node) -> list[Issue]:
+    """After the first generation step the model sees only the new token (the earlier ones
+    are cached), so a model access in a step scope can only be at the last position."""
+    position = getattr(node.params, "position", "last")
+    # A write at every position edits the prompt at the first step, then each new token.
+    allowed = ("last", "all") if not node.type.has_output else ("last",)
+    if not node.scope or graph.scopes[node.scope].kind != "step" or position in allowed:
+        return []
+    return [Issue("step_position", f"position `{position}` in the generation step scope "
+                  f"`{node.scope}`: after the first step each forward pass holds only the new "
+                  "token", node.path + ".position", node.id,
+                  f"use position: {' or '.join(allowed)} in a step scope; read prompt "
+                  "positions in the invoke's own scope (it runs at the first step)")]
 
 
 def _cycles(graph: Graph) -> list[Issue]:
@@ -201,11 +217,7 @@ def _infer_axes(graph: Graph) -> list[Issue]:
     issues = []
     for nid in graph.order:
         node = graph.nodes[nid]
-        in_axes = {}
-        for port, srcs in node.inputs.items():
-            src = graph.nodes[srcs[0]]
-            same_loop = graph.loop_axes(src.scope) and src.scope == node.scope
-            in_axes[port] = graph.point_axes[src.id] if same_loop else graph.axes[src.id]
+        in_axes = graph.input_axes(nid)
         ctx = CheckContext(graph.info, graph.loop_axes(node.scope), node.path, node.id)
         try:
             point = node.type.out_axes(node.params, in_axes, ctx)

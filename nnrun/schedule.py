@@ -24,6 +24,7 @@ class InvokePlan:
     binding: InvokeBinding
     stmts: list[tuple[str, Stmt]] = field(default_factory=list)   # (node id, statement)
     step: ScopeSpec | None = None           # generation-step loop around the statements
+    step_nodes: set[str] = field(default_factory=set)  # nodes of the step scope (others: step 0)
     barriers: dict[int, list[str]] = field(default_factory=dict)  # call before stmt index
     collect: list[str] = field(default_factory=list)  # loop node values appended per point
 
@@ -31,9 +32,13 @@ class InvokePlan:
     def looped(self) -> bool:
         return bool(self.binding.loop_vars) or self.step is not None
 
-    @property
-    def loop_shape(self) -> tuple[int, ...]:
-        steps = (self.step.steps,) if self.step else ()
+    def loops(self, node_id: str) -> bool:
+        """Whether the node has one value per foreach point or per generation step."""
+        return bool(self.binding.loop_vars) or node_id in self.step_nodes
+
+    def loop_shape(self, node_id: str) -> tuple[int, ...]:
+        """Shape of the node's loop axes: the foreach grid, then steps for a step node."""
+        steps = (self.step.steps,) if node_id in self.step_nodes else ()
         return self.binding.shape + steps
 
 
@@ -81,7 +86,10 @@ def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
         plan = plans[invoke.id]
         if node.scope and graph.scopes[node.scope].kind == "step":
             plan.step = graph.scopes[node.scope]
+            plan.step_nodes.add(node_id)
         plan.stmts += [(node_id, s) for s in emit(node_id)]
+    for plan in plans.values():
+        issues += _step_values_stay_in_steps(plan, graph)
     for plan in plans.values():
         issues += _order_invoke(plan, graph)
     issues += _cross_invoke(graph, traces)
@@ -288,6 +296,23 @@ def _post_feeds_model(graph: Graph) -> list[Issue]:
     return issues
 
 
+def _step_values_stay_in_steps(plan: InvokePlan, graph: Graph) -> list[Issue]:
+    """A node of the invoke itself runs once, at step 0 (before the step loop's later steps):
+    it cannot use a value that has one entry per generation step."""
+    issues = []
+    for nid in dict.fromkeys(n for n, _ in plan.stmts):
+        if nid in plan.step_nodes:
+            continue
+        for src in graph.nodes[nid].sources:
+            if src in plan.step_nodes:
+                issues.append(Issue(
+                    "step_value_outside_step", f"`{nid}` runs once per invoke but uses "
+                    f"`{src}`, which has a value per generation step", graph.nodes[nid].path,
+                    nid, f"give `{nid}` the step scope `{plan.step.id}`, or remove its scope so "
+                         "it runs after the model on every step's value"))
+    return issues
+
+
 def _mark_collections(graph: Graph, plans: dict[str, InvokePlan]) -> None:
     """Loop-node values used outside their loop are appended to a list per point."""
     for plan in plans.values():
@@ -295,7 +320,7 @@ def _mark_collections(graph: Graph, plans: dict[str, InvokePlan]) -> None:
             continue
         mine = {nid for nid, _ in plan.stmts}
         for nid in dict.fromkeys(n for n, _ in plan.stmts):
-            if not graph.nodes[nid].type.has_output:
+            if not graph.nodes[nid].type.has_output or not plan.loops(nid):
                 continue
             users = [c for c in graph.consumers(nid) if c.id not in mine]
             if users:

@@ -14,6 +14,7 @@ from nnrun.nodes.fields import (
     check_site,
     layer_field,
     position_field,
+    site_axes,
     site_field,
 )
 
@@ -57,9 +58,11 @@ class Write(NodeType):
         return issues
 
     def out_axes(self, p, in_axes, ctx):
-        if (p.constant is None) == ("value" in in_axes):
-            return ()
-        raise ValueError("give exactly one of an edge into `value` or `constant`")
+        if (p.constant is None) != ("value" in in_axes):
+            raise ValueError("give exactly one of an edge into `value` or `constant`")
+        if "value" in in_axes:
+            _check_value_axes(p, in_axes["value"])
+        return ()
 
     def emit(self, p, ctx):
         stmts = []
@@ -76,11 +79,30 @@ class Write(NodeType):
         if p.constant is not None:
             return ctx.literal(p.constant)
         source, axes = ctx.input("value"), ctx.in_axes("value")
+        # A value with a `layer` axis gives each written layer its own slice.
+        source += ctx.layer_index_into("value", ref.layer) if "layer" in axes else ""
         if p.mode != "patch":
             # One vector per example written at every position: broadcast over positions.
             spread = p.position == "all" and "position" not in axes and "example" in axes
             return f"{source}.unsqueeze(-2)" if spread else source
-        # Same layer (if the source stacks layers) and same position as the write.
-        layer = ctx.layer_index_into("value", ref.layer) if "layer" in axes else ""
-        return ctx.select(f"{source}{layer}", p.position) if "position" in axes else \
-            f"{source}{layer}"
+        # Patching copies the same position as the write.
+        return ctx.select(source, p.position) if "position" in axes else source
+
+
+def _check_value_axes(p, value: tuple[str, ...]) -> None:
+    """The written value must fit the site: after taking this layer's slice (and, when
+    patching, this position) its axes are the site's, or trailing ones that broadcast."""
+    target = site_axes(p.site)
+    if p.position != "all":
+        target = tuple(a for a in target if a != "position")
+    fitted = tuple(a for a in value if a != "layer")
+    if p.mode == "patch" and p.position != "all":
+        fitted = tuple(a for a in fitted if a != "position")
+    spread = p.mode != "patch" and p.position == "all" and fitted == ("example", target[-1])
+    if "layer" in value and p.layer is None:
+        raise ValueError(f"the value has a `layer` axis but `{p.site}` takes no layer")
+    if fitted == target[len(target) - len(fitted):] and fitted or spread:
+        return
+    raise ValueError(f"a value with axes ({', '.join(value)}) cannot be written at `{p.site}` "
+                     f"with axes ({', '.join(target)}): reduce or select the extra axes first "
+                     "(mean, select_position), or patch from a read of the same site")

@@ -219,3 +219,105 @@ def test_logit_lens_and_rank_match_hooks(model):
     answer = tok(" paris")["input_ids"][0]
     want_rank = 1 + (want > want[..., answer:answer + 1]).sum(-1)
     assert torch.equal(got["r"], want_rank)
+
+
+def _block_outputs(hf, model, ids) -> dict[int, torch.Tensor]:
+    cache = {}
+    hooks = [b.register_forward_hook(lambda m, i, o, k=k: cache.__setitem__(
+        k, (o[0] if isinstance(o, tuple) else o).detach())) for k, b in enumerate(blocks(hf, model))]
+    with torch.no_grad():
+        hf(ids)
+    for h in hooks:
+        h.remove()
+    return cache
+
+
+def _greedy(hf, tok, prompt: str, steps: int) -> tuple[torch.Tensor, int]:
+    ids = tok(prompt, return_tensors="pt")
+    gen = hf.generate(**ids, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                      pad_token_id=tok.pad_token_id)
+    return gen, ids["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+def test_generation_foreach_and_steps_keep_their_axes(model):
+    """A foreach over layers around a step scope: value[layer, step] is that layer's output at
+    the token generated at that step (the values arrive step by step, not point by point)."""
+    graph = {"scopes": [{"id": "gen", "kind": "generate", "max_new_tokens": 3},
+                        {"id": "inv", "kind": "invoke", "parent": "gen", "input": CLEAN,
+                         "foreach": {"layer": "all"}},
+                        {"id": "steps", "kind": "step", "parent": "inv", "steps": 3}],
+             "nodes": [{"id": "h", "op": "read", "site": "layer_output", "layer": "{layer}",
+                        "position": "last", "scope": "steps"}, {"id": "out", "op": "save"}],
+             "edges": [{"src": "h", "dst": "out"}]}
+    got = run_nnrun({**experiment(graph), "model": {"name": model, "path": f"builtin:{model}"}})
+    hf, tok = hf_model(model)
+    gen, n = _greedy(hf, tok, CLEAN, 3)
+    cache = _block_outputs(hf, model, gen)
+    want = torch.stack([torch.stack([cache[k][:, n - 1 + s] for s in range(3)])
+                        for k in sorted(cache)])  # (layer, step, example, hidden)
+    assert got["h"].shape == want.shape
+    assert (got["h"] - want).abs().max().item() <= 1e-5
+    assert (want[0, 0] - want[1, 0]).abs().max() > 1e-3  # a scrambled order would show
+
+
+def test_invoke_scope_node_in_a_generation_runs_once_at_the_first_step():
+    """A read in the invoke's own scope (not the step's) reads the prompt once."""
+    graph = {"scopes": [{"id": "gen", "kind": "generate", "max_new_tokens": 3},
+                        {"id": "inv", "kind": "invoke", "parent": "gen", "input": CLEAN},
+                        {"id": "steps", "kind": "step", "parent": "inv", "steps": 3}],
+             "nodes": [{"id": "prompt_resid", "op": "read", "site": "layer_output", "layer": 0,
+                        "scope": "inv"},
+                       {"id": "logits", "op": "read", "site": "logits", "position": "last",
+                        "scope": "steps"},
+                       {"id": "s1", "op": "save"}, {"id": "s2", "op": "save"}],
+             "edges": [{"src": "prompt_resid", "dst": "s1"}, {"src": "logits", "dst": "s2"}]}
+    got = run_nnrun({**experiment(graph), "model": {"name": "m", "path": "builtin:tiny-gpt2"}})
+    hf, tok = hf_model("tiny-gpt2")
+    ids = tok(CLEAN, return_tensors="pt")["input_ids"]
+    want = _block_outputs(hf, "tiny-gpt2", ids)[0]
+    assert got["prompt_resid"].shape == want.shape
+    assert (got["prompt_resid"] - want).abs().max().item() <= 1e-5
+    gen = hf.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                      output_logits=True, return_dict_in_generate=True,
+                      pad_token_id=tok.pad_token_id)
+    assert (got["logits"] - torch.stack(gen.logits)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["replace", "add"])
+def test_write_in_a_layer_foreach_takes_each_layers_slice_of_a_computed_value(mode):
+    """`mean` over positions of the clean residual (layer, example, hidden), written at every
+    position of layer {layer}: each point writes its own layer's mean."""
+    graph = {"scopes": [{"id": "c", "kind": "trace", "input": CLEAN},
+                        {"id": "p", "kind": "trace"},
+                        {"id": "pt", "kind": "invoke", "parent": "p", "input": CORRUPT,
+                         "foreach": {"layer": "all"}}],
+             "nodes": [{"id": "r", "op": "read", "site": "layer_output", "layer": "all",
+                        "scope": "c"},
+                       {"id": "m", "op": "mean", "axis": "position", "scope": "c"},
+                       {"id": "w", "op": "write", "site": "layer_output", "layer": "{layer}",
+                        "mode": mode, "coefficient": 0.5, "scope": "pt"},
+                       {"id": "l", "op": "read", "site": "logits", "position": "last",
+                        "scope": "pt"},
+                       {"id": "o", "op": "save"}],
+             "edges": [{"src": "r", "dst": "m"}, {"src": "m", "dst": "w.value"},
+                       {"src": "l", "dst": "o"}]}
+    got = run_nnrun({**experiment(graph), "model": {"name": "m", "path": "builtin:tiny-gpt2"}})
+    hf, tok = hf_model("tiny-gpt2")
+    ids = lambda s: tok(s, return_tensors="pt")["input_ids"]  # noqa: E731
+    means = {k: v.mean(dim=1) for k, v in _block_outputs(hf, "tiny-gpt2", ids(CLEAN)).items()}
+    want = []
+    for layer, block in enumerate(blocks(hf, "tiny-gpt2")):
+        def hook(m, i, o, layer=layer):
+            x = o[0] if isinstance(o, tuple) else o
+            new = means[layer].unsqueeze(1).expand_as(x) if mode == "replace" else \
+                x + 0.5 * means[layer].unsqueeze(1)
+            return (new,) + tuple(o[1:]) if isinstance(o, tuple) else new
+        h = block.register_forward_hook(hook)
+        with torch.no_grad():
+            want.append(hf(ids(CORRUPT)).logits[:, -1])
+        h.remove()
+    want = torch.stack(want)
+    assert got["l"].shape == want.shape
+    assert (got["l"] - want).abs().max().item() <= 1e-5
+    assert (want[0] - want[1]).abs().max() > 1e-3  # each layer got its own slice

@@ -7,7 +7,7 @@ import pytest
 
 from nnrun.bind import bind
 from nnrun.codegen import generate
-from nnrun.errors import CompileError
+from nnrun.errors import CompileError, GraphError
 from nnrun.graph import build_graph
 from nnrun.model_info import info_from_config
 from nnrun.schema import ExperimentSpec
@@ -125,3 +125,77 @@ class TestCodegen:
         assert "points['p']" in first.source and P1 not in first.source
         assert (0, -6) in compile_graph.last_binding.invokes["p"].points  # 6-token prompt
         assert all(first.line_map[n] for n in first.line_map)
+
+
+GEN = [{"id": "gen", "kind": "generate", "max_new_tokens": 2},
+       {"id": "inv", "kind": "invoke", "parent": "gen", "input": P1},
+       {"id": "steps", "kind": "step", "parent": "inv", "steps": 2}]
+
+
+class TestGenerationScopes:
+    def test_invoke_node_runs_only_at_the_first_step(self):
+        program = compile_graph(GEN, [
+            {"id": "once", "op": "read", "site": "layer_output", "layer": 0, "scope": "inv"},
+            {"id": "each", "op": "read", "site": "logits", "position": "last", "scope": "steps"},
+            {"id": "s1", "op": "save"}, {"id": "s2", "op": "save"}],
+            [{"src": "once", "dst": "s1"}, {"src": "each", "dst": "s2"}])
+        plan = program.schedule.traces[0].invokes[0]
+        assert plan.step_nodes == {"each"}
+        assert plan.collect == ["each"]          # one value per step; `once` has one value
+        assert plan.loop_shape("each") == (2,) and plan.loop_shape("once") == ()
+
+    def test_invoke_node_cannot_use_a_step_value(self):
+        with pytest.raises(CompileError) as info:
+            compile_graph(GEN, [
+                {"id": "each", "op": "read", "site": "logits", "position": "last",
+                 "scope": "steps"},
+                {"id": "p", "op": "softmax", "scope": "inv"}, {"id": "s", "op": "save"}],
+                [{"src": "each", "dst": "p"}, {"src": "p", "dst": "s"}])
+        assert [(i.code, i.node) for i in info.value.issues] == [("step_value_outside_step", "p")]
+
+    @pytest.mark.parametrize("op, position, ok", [
+        ("read", 2, False), ("read", "all", False), ("read", "last", True),
+        ("write", "all", True), ("write", 0, False)])
+    def test_positions_in_a_step_scope(self, op, position, ok):
+        node = {"id": "n", "op": op, "site": "layer_output", "layer": 0, "position": position,
+                "scope": "steps", **({"constant": 0.0} if op == "write" else {})}
+        nodes = [node] + ([{"id": "s", "op": "save"}] if op == "read" else [])
+        edges = [{"src": "n", "dst": "s"}] if op == "read" else []
+        if ok:
+            compile_graph(GEN, nodes, edges)
+            return
+        with pytest.raises(GraphError) as info:
+            compile_graph(GEN, nodes, edges)
+        assert [(i.code, i.node, i.path) for i in info.value.issues] == [
+            ("step_position", "n", "graph.nodes[0].position")]
+
+
+class TestWrittenValues:
+    SCOPES = [{"id": "c", "kind": "trace", "input": P1}, {"id": "p", "kind": "trace"},
+              {"id": "pt", "kind": "invoke", "parent": "p", "input": P2,
+               "foreach": {"layer": "all"}}]
+
+    def _write(self, read_layer, write, extra=()):
+        return [{"id": "r", "op": "read", "site": "layer_output", "layer": read_layer,
+                 "scope": "c"}, *extra,
+                {"id": "w", "op": "write", "site": "layer_output", "scope": "pt", **write}]
+
+    def test_value_with_extra_axes_is_refused(self):
+        with pytest.raises(GraphError) as info:
+            compile_graph(self.SCOPES, self._write("all", {"layer": "{layer}", "position": -1}),
+                          [{"src": "r", "dst": "w.value"}])  # (layer, example, position, hidden)
+        assert [(i.code, i.node) for i in info.value.issues] == [("axis_mismatch", "w")]
+
+    def test_patch_needs_the_layers_it_writes(self):
+        with pytest.raises(CompileError) as info:
+            compile_graph(self.SCOPES, self._write([0], {"layer": "{layer}", "mode": "patch"}),
+                          [{"src": "r", "dst": "w.value"}])
+        assert [(i.code, i.node) for i in info.value.issues] == [("layer_not_in_value", "w")]
+        assert "layer 1" in info.value.issues[0].message
+
+    def test_patch_from_a_computed_value_indexes_its_layer_axis(self):
+        mean = {"id": "m", "op": "scale", "factor": 2.0, "scope": "c"}
+        program = compile_graph(self.SCOPES, self._write("all", {"layer": "{layer}",
+                                                                 "mode": "patch"}, [mean]),
+                                [{"src": "r", "dst": "m"}, {"src": "m", "dst": "w.value"}])
+        assert "m[layer]" in program.source
