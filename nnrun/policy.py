@@ -49,12 +49,22 @@ def compose_bounded(text: str, file: str | None = None) -> yaml.Node | None:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise ConfigError("the experiment file is not valid YAML:", [Issue(
-            "invalid_yaml", str(getattr(err, "problem", None) or err).strip(), "",
+            "invalid_yaml", _yaml_message(err), "",
             hint="fix the YAML syntax at this line").located(
                 file, mark.line + 1 if mark else None)]) from None
     if root is not None:
         _expanded_size(root, {}, set(), file)
     return root
+
+
+def _yaml_message(err: yaml.YAMLError) -> str:
+    """The parser's complaint, with where the construct it was reading began (an unclosed `{`
+    is found lines later: the start is what the researcher needs)."""
+    problem = str(getattr(err, "problem", None) or err).strip()
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and start is not None:
+        return f"{problem} ({context}, line {start.line + 1})"
+    return problem
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int],
@@ -88,15 +98,16 @@ def _bomb(node: yaml.Node, file: str | None, message: str) -> ConfigError:
             file, node.start_mark.line + 1)])
 
 
-def check_experiment_text(text: str, file: str | None = None) -> None:
-    """Raise a ConfigError listing everything in an experiment file that it may not configure."""
+def check_experiment_text(text: str, file: str | None = None) -> yaml.Node | None:
+    """Raise a ConfigError listing everything in an experiment file that it may not configure;
+    return the parsed node graph (None for a file without a document)."""
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
         raise ConfigError("the experiment file is refused:", [Issue(
             "file_too_large", f"the file is larger than {MAX_FILE_BYTES // 2**20} MB", "",
             hint="put large data in a `data:` file").located(file, None)])
     root = compose_bounded(text, file)
     if root is None:
-        return
+        return None
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError("the experiment file is refused:", [Issue(
             "not_a_mapping", "an experiment file is a mapping (format, name, graph, ...)", "",
@@ -114,6 +125,7 @@ def check_experiment_text(text: str, file: str | None = None) -> None:
             issues += _check_name(value, file)
     issues += _walk(root, "", file)
     raise_if_issues(issues, ConfigError, f"experiment file {file or ''}".strip())
+    return root
 
 
 # Top-level keys an experiment file may not set: key → (issue code, what, where it goes instead).
@@ -167,6 +179,13 @@ def _walk(node: yaml.Node, path: str, file: str | None,
         return []
     seen.add(id(node))
     issues: list[Issue] = []
+    if node.tag not in _PLAIN_TAGS and (node.tag.startswith("!") or "python/" in node.tag
+                                         or not node.tag.startswith("tag:yaml.org,2002:")):
+        issues.append(Issue(
+            "forbidden_tag", f"the YAML tag `{node.tag}` asks the loader to build an object; an "
+            "experiment file holds plain values only", path,
+            hint="remove the tag (`!!python/...`, `!name`)").located(
+                file, node.start_mark.line + 1))
     if isinstance(node, yaml.ScalarNode):
         if isinstance(node.value, str) and _ENV_RESOLVER.search(node.value):
             issues.append(Issue(
@@ -176,6 +195,7 @@ def _walk(node: yaml.Node, path: str, file: str | None,
                     file, node.start_mark.line + 1))
         return issues
     if isinstance(node, yaml.MappingNode):
+        issues += _duplicate_keys(node, path, file)
         for key, value in node.value:
             name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
             if name.strip() in ("_target_", "_partial_", "_recursive_", "_args_", "_convert_"):
@@ -192,6 +212,27 @@ def _walk(node: yaml.Node, path: str, file: str | None,
     return issues
 
 
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in
+               ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
+
+
+def _duplicate_keys(node: yaml.MappingNode, path: str, file: str | None) -> list[Issue]:
+    """A key given twice in one mapping (YAML keeps the last silently in many loaders)."""
+    first: dict[str, int] = {}
+    issues = []
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode):
+            continue
+        line = key.start_mark.line + 1
+        if key.value in first:
+            where = f"{path}.{key.value}" if path else key.value
+            issues.append(Issue(
+                "duplicate_key", f"`{key.value}` is given twice (first on line "
+                f"{first[key.value]})", where, hint="keep one of them").located(file, line))
+        first.setdefault(key.value, line)
+    return issues
+
+
 def load_experiment_yaml(path: Path) -> Any:
     """Check an experiment file (YAML or JSON) and return it as an OmegaConf DictConfig."""
     from omegaconf import DictConfig, OmegaConf
@@ -202,12 +243,21 @@ def load_experiment_yaml(path: Path) -> Any:
             raise ConfigError("the experiment file is refused:", [Issue(
                 "file_too_large", f"the file is larger than {MAX_FILE_BYTES // 2**20} MB", "",
                 hint="put large data in a `data:` file").located(str(path), None)])
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError("the experiment file cannot be read:", [Issue(
+            "invalid_encoding", f"byte {data[err.start]:#04x} is not UTF-8 ({err.reason})", "",
+            hint="save the file as UTF-8").located(
+                str(path), data[:err.start].count(b"\n") + 1)]) from None
+    except OSError as err:
         raise ConfigError("the experiment file cannot be read:", [Issue(
             "unreadable_file", str(err), "", hint="check the file").located(str(path), None)]
         ) from None
-    check_experiment_text(text, str(path))
+    if check_experiment_text(text, str(path)) is None:
+        raise ConfigError("the experiment file is empty:", [Issue(
+            "empty_file", "the file holds no experiment (only comments or nothing)", "",
+            hint="see the experiment format in the README").located(str(path), None)])
     try:
         node = OmegaConf.load(io.StringIO(text))
     except Exception as err:  # duplicate keys, non-string keys, ...: a mistake in the file
