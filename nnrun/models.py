@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nnrun.errors import Issue, ModelError
 
@@ -27,7 +27,8 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="short name for run directories and the manifest")
+    name: str | None = Field(None, description="short name for the manifest; default: from "
+                                               "`path`, so overriding model.path renames it")
     path: str = Field(description="hub id, local directory, or builtin:<tiny-gpt2|tiny-llama|"
                                   "tiny-neox|demo>")
     revision: str | None = Field(None, description="hub branch, tag or commit (pin a commit)")
@@ -43,6 +44,17 @@ class ModelSpec(BaseModel):
                           "config.model_type always wins (so changing model.path stays correct)")
     padding_side: Literal["left"] = Field(
         "left", description="causal LMs are padded on the left so `last` is every row's last token")
+
+    @model_validator(mode="after")
+    def _default_name(self) -> ModelSpec:
+        if self.name is None:
+            object.__setattr__(self, "name", name_from_path(self.path))
+        return self
+
+
+def name_from_path(path: str) -> str:
+    """`builtin:demo` -> demo, `org/model` -> model, `/data/ckpt/` -> ckpt."""
+    return path.removeprefix(BUILTIN_PREFIX).rstrip("/").rsplit("/", 1)[-1] or path
 
 
 def resolve_path(spec: ModelSpec) -> str:

@@ -158,11 +158,20 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    compiled = compile_program(config, source)
+    try:
+        compiled = compile_program(config, source)
+    except NnrunError as err:  # the directory still says what was tried and why it failed
+        failed = RunDir(run_dir)
+        failed.start(_config_record(config, source), _model_record(config), "run",
+                     overrides or [])
+        failed.finish(error_record(err))
+        raise
     timings["compile"] = time.perf_counter() - t0
     out = RunDir(run_dir)
-    out.start(experiment_record(compiled, config, source), describe(compiled.model), "run",
-              overrides or [])
+    info = compiled.graph.info  # what the model really is, whatever the preset said
+    out.start(experiment_record(compiled, config, source),
+              {**describe(compiled.model), "model_type": info.model_type,
+               "family": info.family, "n_layers": info.n_layers}, "run", overrides or [])
     try:
         write_static(out, compiled, config)
         t0 = time.perf_counter()
@@ -201,6 +210,23 @@ def experiment_record(compiled: Compiled, config: dict[str, Any], source: Path |
             "file": str(source) if source else None, "params": compiled.spec.params,
             "config_sha256": config_hash(config),
             "program_sha256": hashlib.sha256(compiled.program.source.encode()).hexdigest()}
+
+
+def _config_record(config: dict[str, Any], source: Path | None) -> dict[str, Any]:
+    """The experiment record of a run that failed before it compiled (from the raw config)."""
+    return {"name": config.get("name"), "description": config.get("description"),
+            "file": str(source) if source else None, "params": config.get("params"),
+            "config_sha256": config_hash(config), "program_sha256": None}
+
+
+def _model_record(config: dict[str, Any]) -> dict[str, Any]:
+    from nnrun.models import name_from_path
+
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    record = {key: model.get(key) for key in ("name", "path", "revision", "dtype", "device")}
+    if not record["name"] and isinstance(record["path"], str):
+        record["name"] = name_from_path(record["path"])
+    return record
 
 
 def error_record(err: BaseException) -> dict[str, Any]:

@@ -26,7 +26,8 @@ def test_local_save_pretrained_directory(tmp_path):
 
     local = tmp_path / "my-model"
     shutil.copytree(ensure_tiny_model("tiny-llama"), local)
-    proc = nnrun("experiment=patching_single", f"model.path={local}", "model.name=mine",
+    # the default model preset is a GPT-2: overriding only its path must not leave its records
+    proc = nnrun("experiment=patching_single", f"model.path={local}",
                  # the tiny model's vocabulary has none of the demo words: an error, else
                  "params.clean=the eiffel tower is in the city of",
                  "params.corrupt=the colosseum tower is in the city of",
@@ -34,6 +35,9 @@ def test_local_save_pretrained_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["model"]["path"] == str(local) and manifest["model"]["config_sha256"]
+    assert (manifest["model"]["name"], manifest["model"]["model_type"],
+            manifest["model"]["family"]) == ("my-model", "llama", "llama")
+    assert "gpt2" not in (tmp_path / "run" / "config.yaml").read_text()
     assert "model.layers[layer]" in (tmp_path / "run" / "program.py").read_text()
 
 
@@ -76,3 +80,13 @@ def test_every_builtin_experiment_validates(tmp_path, model):
         proc = nnrun(f"experiment={path.stem}", f"model={model}", "stage=validate",
                      f"hydra.run.dir={tmp_path / path.stem}", cwd=tmp_path)
         assert proc.returncode == 0, (path.name, proc.stderr)
+
+
+def test_a_run_that_fails_before_the_model_loads_leaves_a_failed_manifest(tmp_path):
+    proc = nnrun("experiment=patching_single", "model=tiny_gpt2",  # demo words: not in its vocab
+                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 10, proc.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["error"]["type"] == "ConfigError"
+    assert manifest["model"]["name"] == "tiny-gpt2" and manifest["experiment"]["name"]
+    assert not (tmp_path / "run" / "COMPLETED").exists()
