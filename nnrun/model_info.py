@@ -25,6 +25,7 @@ class ModelInfo:
         n_layers, hidden_size, vocab_size: from the config.
         order: (module path, event) → rank in the forward pass (0 = first).
         tuple_outputs: module paths whose output is a tuple (read element 0).
+        n_params: parameter count (shared weights counted once).
     """
 
     model_type: str
@@ -34,6 +35,7 @@ class ModelInfo:
     vocab_size: int
     order: dict[tuple[str, str], int] = field(repr=False)
     tuple_outputs: frozenset[str] = field(repr=False)
+    n_params: int = 0   # parameters (tied weights once): the weights' memory for the budget
 
     @property
     def modules(self) -> list[str]:
@@ -101,6 +103,7 @@ def info_from_config(config: Any) -> ModelInfo:
         vocab_size=text.vocab_size,
         order=order,
         tuple_outputs=frozenset(tuples),
+        n_params=sum(p.numel() for p in model.parameters()),
     )
 
 
