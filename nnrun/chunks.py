@@ -33,11 +33,16 @@ def auto_batch_size(binding: Binding, info, itemsize: int,
     `tokens × (layers × hidden × 16 + vocab)` values at its peak (residual stream, attention and
     MLP intermediates, logits). The estimate is deliberately rough and errs on the small side.
     """
+    per_example = forward_bytes_per_example(binding, info, itemsize)
+    return max(1, min(binding.n_examples, MAX_AUTO_BATCH, budget // max(per_example, 1)))
+
+
+def forward_bytes_per_example(binding: Binding, info, itemsize: int) -> int:
+    """Activation bytes one example adds to a chunk's forward pass (see `auto_batch_size`)."""
     rows = sum(len(b.points) for b in binding.invokes.values()) or 1
     tokens = max((max(b.lengths) for b in binding.invokes.values()), default=1)
     width = (info.n_layers * info.hidden_size * 16 + info.vocab_size) if info else 1 << 16
-    per_example = rows * tokens * width * itemsize
-    return max(1, min(binding.n_examples, MAX_AUTO_BATCH, budget // max(per_example, 1)))
+    return rows * tokens * width * itemsize
 
 
 def chunk_data(binding: Binding, start: int, stop: int, device: Any = "cpu") -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nnrun.bind import Binding, bind
+from nnrun.budget import fit_budget
 from nnrun.codegen import Program, generate
 from nnrun.data import ColumnUse
 from nnrun.errors import NnrunError
@@ -36,6 +37,8 @@ class Compiled:
     program: Program | None = None
     batch_size: int = 1          # examples per chunk (one forward pass per chunk)
     dataset: Any = None          # the checked examples (None: the one implicit example)
+    memory: Any = None           # nnrun.budget.MemoryEstimate of a run
+    memory_budget: int | None = None  # bytes it must fit in (None: no check)
 
 
 def model_spec(config: dict[str, Any]) -> ModelSpec:
@@ -61,6 +64,9 @@ def check_run_settings(config: dict[str, Any]) -> None:
         raise ConfigError("the run settings have problems:", [Issue(
             "invalid_seed", f"seed must be an integer, found `{seed}`", "seed",
             hint="e.g. seed=0")])
+    from nnrun.budget import parse_budget
+
+    parse_budget(config.get("memory_budget", "auto"))
     target = config.get("export_path")
     if target is not None and not isinstance(target, str):
         raise ConfigError("the run settings have problems:", [Issue(
@@ -89,6 +95,7 @@ def compile_program(config: dict[str, Any], source: Path | None = None) -> Compi
         compiled.program = generate(compiled.graph, compiled.binding,
                                     source.name if source else "")
         compiled.batch_size = _batch_size(compiled)
+        fit_budget(compiled, config)
     return compiled
 
 
@@ -153,19 +160,15 @@ def config_hash(config: dict[str, Any]) -> str:
 def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
         overrides: list[str] | None = None) -> Path:
     """The whole job: compile, load the model, execute, write the run directory."""
+    from nnrun.budget import check_budget
     from nnrun.outputs import RunDir
     from nnrun.writer import open_sinks, write_static
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    try:
+    with _failure_recorded(config, source, run_dir, overrides or []):
         compiled = compile_program(config, source)
-    except NnrunError as err:  # the directory still says what was tried and why it failed
-        failed = RunDir(run_dir)
-        failed.start(_config_record(config, source), _model_record(config), "run",
-                     overrides or [])
-        failed.finish(error_record(err))
-        raise
+        check_budget(compiled)  # refused before any weights load
     timings["compile"] = time.perf_counter() - t0
     out = RunDir(run_dir)
     info = compiled.graph.info  # what the model really is, whatever the preset said
@@ -196,6 +199,9 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
         timings["write"] = time.perf_counter() - t0
         out.manifest["examples"] = compiled.binding.n_examples
         out.manifest["batch_size"] = compiled.batch_size
+        out.manifest["memory_estimate_bytes"] = {**vars(compiled.memory),
+                                                 "total": compiled.memory.total,
+                                                 "budget": compiled.memory_budget}
     except BaseException as err:
         out.manifest["timings_s"] = timings
         out.finish(error_record(err))
@@ -210,6 +216,22 @@ def experiment_record(compiled: Compiled, config: dict[str, Any], source: Path |
             "file": str(source) if source else None, "params": compiled.spec.params,
             "config_sha256": config_hash(config),
             "program_sha256": hashlib.sha256(compiled.program.source.encode()).hexdigest()}
+
+
+@contextmanager
+def _failure_recorded(config: dict[str, Any], source: Path | None, run_dir: Path,
+                      overrides: list[str]):
+    """A run that fails before its directory is started still leaves a manifest saying what
+    was tried and why it failed (from the raw config: nothing compiled)."""
+    from nnrun.outputs import RunDir
+
+    try:
+        yield
+    except NnrunError as err:
+        failed = RunDir(run_dir)
+        failed.start(_config_record(config, source), _model_record(config), "run", overrides)
+        failed.finish(error_record(err))
+        raise
 
 
 def _config_record(config: dict[str, Any], source: Path | None) -> dict[str, Any]:

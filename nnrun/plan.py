@@ -36,7 +36,7 @@ def plan_report(compiled) -> str:
         lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {n} invoke(s) per chunk in one "
                      "batched forward pass")
     if any(t.scope.kind == "generate" for t in schedule.traces):
-        shapes = {nid: _derived_shape(compiled, nid) for nid in schedule.returns}
+        shapes = {nid: derived_shape(compiled, nid) for nid in schedule.returns}
         lines.append("  (generation cannot be scanned; shapes derived from the config)")
     else:  # the first chunk under scan; the example axis then scales to the whole dataset
         path = materialize(compiled.program)
@@ -56,7 +56,17 @@ def plan_report(compiled) -> str:
         lines.append(f"  {nid:<20} ({', '.join(axes)}) = {tuple(shape)}  {count * itemsize:,} B")
     lines.append(f"  per-example values over the dataset: {total:,} bytes; program.py: "
                  f"{len(compiled.program.source.splitlines())} lines")
-    return "\n".join(lines)
+    return "\n".join(lines + _budget_lines(compiled))
+
+
+def _budget_lines(compiled) -> list[str]:
+    from nnrun.budget import human
+
+    need, budget = compiled.memory, compiled.memory_budget
+    if budget is None:
+        return need.lines() + ["  memory budget: none (memory_budget=null)"]
+    verdict = "fits" if need.total <= budget else "DOES NOT FIT: `run` will refuse it"
+    return need.lines() + [f"  memory budget: {human(budget)} ({verdict})"]
 
 
 def _whole_dataset(compiled, nid: str, shape: list[int]) -> list[int]:
@@ -66,7 +76,8 @@ def _whole_dataset(compiled, nid: str, shape: list[int]) -> list[int]:
     return shape
 
 
-def _derived_shape(compiled, nid) -> list[int]:
+def derived_shape(compiled, nid) -> list[int]:
+    """A value's shape over the whole dataset from the config alone (axes, tick labels, sizes)."""
     info, coords = compiled.graph.info, compiled.binding.node_coords.get(nid, {})
     sizes = {"hidden": info.hidden_size, "vocab": info.vocab_size,
              "example": compiled.binding.n_examples}
