@@ -114,7 +114,7 @@ def _job(cfg: DictConfig) -> int:
               file=sys.stderr, flush=True)
         return Terminated.exit_code
     except NnrunError as err:
-        if os.environ.get("NNRUN_FULL_ERROR") == "1":
+        if full_errors():
             raise
         print(f"nnrun: {redact(str(err))}", file=sys.stderr, flush=True)
         if (run_dir / "manifest.json").exists():
@@ -123,6 +123,14 @@ def _job(cfg: DictConfig) -> int:
     except KeyboardInterrupt:
         print("nnrun: interrupted", file=sys.stderr)
         return 130
+
+
+def full_errors() -> bool:
+    """Re-raise instead of printing the compact report: NNRUN_FULL_ERROR=1, or a debugger
+    (pdb, an IDE) is attached, so that it stops where the error happened."""
+    from hydra._internal.utils import is_under_debugger
+
+    return os.environ.get("NNRUN_FULL_ERROR") == "1" or is_under_debugger()
 
 
 def _scrub_export(config: dict[str, Any], run_dir: Path) -> None:
@@ -311,7 +319,7 @@ def main() -> None:
         sys.exit(err.error.exit_code)
     except Exception as err:
         error = _command_line_error(err)
-        if error is None or os.environ.get("NNRUN_FULL_ERROR") == "1":
+        if error is None or full_errors():
             raise
         print(f"nnrun: {error}", file=sys.stderr, flush=True)
         sys.exit(error.exit_code)

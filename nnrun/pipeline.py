@@ -188,8 +188,9 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
         t0 = time.perf_counter()
         sinks = open_sinks(out, compiled, config_hash(config))
         try:
-            values = execute(compiled, model, consume=sinks.update_chunk, collect=False,
-                             progress=True)
+            with _located_in(source):  # a failing node is shown at its line of the file
+                values = execute(compiled, model, consume=sinks.update_chunk, collect=False,
+                                 progress=True)
             timings["execute"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             sinks.close(values)

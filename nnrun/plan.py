@@ -42,7 +42,8 @@ def plan_report(compiled) -> str:
         path = materialize(compiled.program)
         run = import_program(path).run
         values = call_program(compiled.program, path, run, ScanModel(load_lazy(compiled.model)),
-                              chunk_data(binding, *chunks[0], device="meta"))
+                              chunk_data(binding, *chunks[0], device="meta"),
+                              graph=compiled.graph)
         shapes = {nid: _whole_dataset(compiled, nid, list(getattr(values[nid], "shape", [])))
                   for nid in schedule.returns}
     itemsize = dtype_bytes(compiled.model.dtype)

@@ -77,7 +77,7 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
     chunks = chunk_ranges(binding.n_examples, compiled.batch_size)
     for start, stop in _progress(chunks, progress, binding.n_examples):
         data = chunk_data(binding, start, stop, getattr(model, "device", "cpu"))
-        values = call_program(program, path, module.run, model, data)
+        values = call_program(program, path, module.run, model, data, graph=graph)
         for nid, reducer in reducers.items():
             reducer.update(values[graph.nodes[nid].sources[0]])
         if consume is not None:
@@ -85,7 +85,7 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
         for nid in parts:
             parts[nid].append(values[nid])
     reduced = {nid: reducer.finalize() for nid, reducer in reducers.items()}
-    finals = call_program(program, path, module.finish, reduced)
+    finals = call_program(program, path, module.finish, reduced, graph=graph)
     joined = {nid: concat_examples(chunks_, graph.axes[nid].index("example"))
               if "example" in graph.axes[nid] else chunks_[-1] for nid, chunks_ in parts.items()}
     return {**joined, **reduced, **finals}
@@ -100,8 +100,11 @@ def _progress(chunks: list, enabled: bool, n_examples: int):
     return tqdm(chunks, desc=f"{n_examples} examples", unit="chunk", leave=False)
 
 
-def call_program(program: Program, path: Path, function: Callable, *args) -> dict[str, Any]:
-    """Call `run` or `finish` of the imported program, mapping a failure to its node."""
+def call_program(program: Program, path: Path, function: Callable, *args,
+                 graph=None) -> dict[str, Any]:
+    """Call `run` or `finish` of the imported program, mapping a failure to its node: the
+    node's place in the experiment file, the error, and the program's own lines of the
+    traceback (nnsight's and torch's frames are left out; NNRUN_FULL_ERROR=1 shows them)."""
     try:
         return function(*args)
     except Exception as err:  # any failure inside the program is reported per node
@@ -109,11 +112,22 @@ def call_program(program: Program, path: Path, function: Callable, *args) -> dic
         node = program.line_map.get(line) if line else None
         where = f"node `{node}`" if node else "the program"
         summary = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
-        hint = "run with NNRUN_FULL_ERROR=1 for the full traceback"
-        if node is None:
-            hint = "see program.py in the run directory; " + hint
+        frames = program_frames(err, path)
+        hint = (f"in program.py: {'; '.join(frames)}. " if frames else
+                "see program.py in the run directory. ")
+        hint += "NNRUN_FULL_ERROR=1 shows the full traceback"
+        yaml_path = graph.nodes[node].path if graph is not None and node in graph.nodes else \
+            f"program.py:{line}"
         raise RunError(f"while executing {where} (program.py line {line}):", [Issue(
-            "runtime_error", summary, f"program.py:{line}", node, hint)]) from err
+            "runtime_error", summary, yaml_path, node, hint)]) from err
+
+
+def program_frames(err: BaseException, path: Path) -> list[str]:
+    """`line N: <code>` for each frame of the generated program in the traceback."""
+    target = os.path.realpath(path)
+    return [f"line {f.lineno}: `{(f.line or '').strip()}`"
+            for f in traceback.extract_tb(err.__traceback__)
+            if os.path.realpath(f.filename) == target][-3:]
 
 
 def failing_line(err: BaseException, path: Path) -> int | None:

@@ -129,6 +129,8 @@ def test_runtime_failure_names_the_node_and_leaves_no_completed(tmp_path):
     proc = nnrun("experiment=broken", f"hydra.run.dir={run}", cwd=tmp_path)
     assert proc.returncode == 14, proc.stderr
     assert "node `pick`" in proc.stderr and "[runtime_error]" in proc.stderr
+    assert "experiments/broken.yaml:7: graph.nodes[1] (node pick)" in proc.stderr
+    assert "`pick = resid.select(" in proc.stderr  # the program's own failing line, no more
     assert "Traceback" not in proc.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["error"]["node"] == "pick"
