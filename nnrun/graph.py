@@ -111,8 +111,13 @@ class Graph:
         return lint_graph(self)
 
 
-def build_graph(spec: ExperimentSpec, info: ModelInfo | None = None) -> Graph:
+def build_graph(spec: ExperimentSpec, info: ModelInfo | None = None,
+                indices: list[int] | None = None) -> Graph:
     """Build and lint the graph.
+
+    Args:
+        indices: each node's index in the experiment file, when `spec` holds only some of its
+            nodes (nnrun.salvage); issues then point at the right `graph.nodes[i]`.
 
     Raises:
         GraphError: with every problem found.
@@ -121,6 +126,7 @@ def build_graph(spec: ExperimentSpec, info: ModelInfo | None = None) -> Graph:
     for scope in spec.graph.scopes:
         graph.scopes.setdefault(scope.id, scope)
     for index, params in enumerate(spec.graph.nodes):
+        index = indices[index] if indices is not None else index
         graph.nodes.setdefault(params.id, Node(params, REGISTRY.get(params.op), index))
     for edge in spec.graph.edges:
         dst = graph.nodes.get(edge.dst_node)

@@ -32,11 +32,12 @@ class CheckContext:
 
 
 def lint_graph(graph: Graph) -> list[Issue]:
-    issues = _duplicates(graph) + _scopes(graph) + _edges(graph)
+    scope_issues = _scopes(graph)
+    issues = _duplicates(graph) + scope_issues + _edges(graph)
     issues += _node_scopes(graph)
     if not any(i.code == "cycle" for i in issues):
         issues += _cycles(graph)
-    if not issues:
+    if not scope_issues:  # each node's own checks need only its scope: report them in one pass
         issues += _node_checks(graph)
     if not issues:
         issues += _infer_axes(graph)
@@ -194,6 +195,8 @@ def _cycles(graph: Graph) -> list[Issue]:
 def _node_checks(graph: Graph) -> list[Issue]:
     issues = []
     for node in graph.nodes.values():
+        if node.scope is not None and node.scope not in graph.scopes:
+            continue  # reported as unknown_scope
         ctx = CheckContext(graph.info, graph.loop_axes(node.scope), node.path, node.id)
         issues += node.type.check(node.params, ctx)
         issues += _loop_refs(node, ctx.loop_vars)

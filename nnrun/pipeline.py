@@ -19,7 +19,7 @@ from nnrun.bind import Binding, bind
 from nnrun.budget import fit_budget
 from nnrun.codegen import Program, generate
 from nnrun.data import ColumnUse
-from nnrun.errors import NnrunError
+from nnrun.errors import ConfigError, NnrunError
 from nnrun.graph import Graph, build_graph
 from nnrun.load import line_of, load_experiment
 from nnrun.models import ModelSpec, describe, load_model, load_tokenizer, model_info
@@ -77,12 +77,32 @@ def check_run_settings(config: dict[str, Any]) -> None:
 def validate(config: dict[str, Any], source: Path | None = None) -> Compiled:
     """Schema + graph lint against the model's module tree (config only, no weights)."""
     check_run_settings(config)
-    spec = load_experiment(config, source)
     model = model_spec(config)
+    try:
+        spec = load_experiment(config, source)
+    except ConfigError as err:  # add the graph problems among the well-formed nodes
+        raise _with_graph_issues(err, config, model, source) from None
     with _located_in(source):
         graph = build_graph(spec, model_info(model))
         dataset = _dataset(spec, source)  # columns and rows are checked before any tokenizer
     return Compiled(spec, model, graph, dataset=dataset)
+
+
+def _with_graph_issues(err: ConfigError, config: dict[str, Any], model: ModelSpec,
+                       source: Path | None) -> ConfigError:
+    from nnrun.load import locate
+    from nnrun.salvage import graph_issues
+
+    try:
+        extra = graph_issues(config, model_info(model))
+    except NnrunError:  # the model cannot be probed: the format problems stand alone
+        return err
+    if not extra:
+        return err
+    issues = err.issues + [locate(i, source, config) for i in extra]
+    noun = "problem" if len(issues) == 1 else "problems"
+    return ConfigError(f"experiment `{config.get('name', '?')}` has {len(issues)} {noun}:",
+                       sorted(issues, key=lambda i: (i.file or "", i.line or 0, i.path)))
 
 
 def compile_program(config: dict[str, Any], source: Path | None = None) -> Compiled:
