@@ -19,7 +19,8 @@ from typing import Any, Literal
 from nnrun.data import Dataset, single_example
 from nnrun.errors import ConfigError, Issue, raise_if_issues
 from nnrun.graph import Graph
-from nnrun.nodes.fields import concrete_layers, loop_var
+from nnrun.loops import LOOPS, LoopContext, LoopError
+from nnrun.nodes.fields import loop_var
 from nnrun.refs import Column, Match
 
 MAX_GRID_POINTS = 100_000   # foreach points per invoke: each is one nnsight invoke per chunk
@@ -146,16 +147,37 @@ def _bind_invoke(scope, graph: Graph, tokenizer, dataset: Dataset) -> InvokeBind
     seen: dict[str, tuple[str, ...]] = {}  # a prompt shared by every example is tokenized once
     tokens = tuple(seen[p] if p in seen else seen.setdefault(
         p, _checked_tokens(tokenizer, p, dataset, i)) for i, p in enumerate(plist))
-    binding = InvokeBinding(scope.id, tuple(plist), tokens)
+    _check_context(scope, graph, tokens, dataset)
     values, coords = {}, {}
+    loop_ctx = LoopContext(graph.info, tokens, dataset.where)
     for var, spec in foreach.items():
-        values[var], coords[var] = _loop_values(var, spec, graph, binding, dataset)
+        try:
+            values[var], coords[var] = LOOPS[var].expand(spec, loop_ctx)
+        except LoopError as err:
+            raise BindError(err.code, err.message, err.hint) from None
     points = tuple(itertools.product(*values.values())) if values else ((),)
     if len(points) > MAX_GRID_POINTS:
         raise BindError("grid_too_large", f"the foreach grid has {len(points):,} points (limit "
                         f"{MAX_GRID_POINTS:,})", "sweep part of it with Hydra multirun instead")
     return InvokeBinding(scope.id, tuple(plist), tokens, tuple(foreach), points,
                          tuple(len(v) for v in values.values()), coords)
+
+
+def _check_context(scope, graph: Graph, tokens, dataset: Dataset) -> None:
+    """Every prompt (and what a generate adds to it) fits the model's context: a longer one
+    would index past its position table (an error deep inside the model at run time)."""
+    limit = graph.info.max_positions if graph.info else None
+    if not limit:
+        return
+    trace = graph.trace_of(scope.id)
+    extra = (trace.max_new_tokens or 0) if trace is not None and trace.kind == "generate" else 0
+    row = max(range(len(tokens)), key=lambda i: len(tokens[i]))
+    if len(tokens[row]) + extra > limit:
+        where = f"{dataset.where(row)}: " if len(dataset) > 1 else ""
+        plus = f" + {extra} generated" if extra else ""
+        raise BindError("prompt_too_long", f"{where}the prompt is {len(tokens[row])} tokens"
+                        f"{plus}, but the model takes at most {limit} positions",
+                        "shorten the prompt (or choose a model with a longer context)")
 
 
 def _checked_tokens(tokenizer, prompt: str, dataset: Dataset, row: int) -> tuple[str, ...]:
@@ -169,33 +191,6 @@ def _checked_tokens(tokenizer, prompt: str, dataset: Dataset, row: int) -> tuple
                         "is not in the model's vocabulary (it would become the unknown token)",
                         "use words the tokenizer knows (see its vocabulary)")
     return tuple(tokenizer.decode([i]) for i in ids)
-
-
-def _loop_values(var: str, spec, graph: Graph, b: InvokeBinding, dataset: Dataset):
-    if var == "layer":
-        n_layers = graph.info.n_layers if graph.info else 0
-        layers = concrete_layers(spec, n_layers) or []
-        if any(not 0 <= v < n_layers for v in layers):
-            raise BindError("bad_input", f"foreach layer {spec!r} is outside 0..{n_layers - 1}")
-        return layers, [str(v) for v in layers]
-    if not b.aligned:
-        row = next(i for i, n in enumerate(b.lengths) if n != b.lengths[0])
-        raise BindError("ragged_positions", f"foreach over positions needs prompts of one token "
-                        f"count, but {dataset.where(0)} has {b.lengths[0]} tokens and "
-                        f"{dataset.where(row)} has {b.lengths[row]}",
-                        "use prompts built from one template, or read positions by meaning "
-                        "({match: ...}, last) instead of a foreach")
-    n_tokens, tokens = b.lengths[0], b.tokens[0]
-    wanted = range(n_tokens) if spec == "all" else (
-        [n_tokens - 1] if spec == "last" else (spec if isinstance(spec, list) else [spec]))
-    if not all(isinstance(p, int) and not isinstance(p, bool) for p in wanted):
-        raise BindError("bad_input", f"foreach position {spec!r} must be `all`, `last`, an "
-                        "integer or a list of integers")
-    positive = [p + n_tokens if p < 0 else p for p in wanted]
-    if any(not 0 <= p < n_tokens for p in positive):
-        raise BindError("position_out_of_range",
-                        f"foreach position {spec!r} is outside the prompt's {n_tokens} tokens")
-    return [p - n_tokens for p in positive], [f"{p}:{tokens[p].strip()}" for p in positive]
 
 
 # --- positions -------------------------------------------------------------------------------
@@ -359,9 +354,8 @@ def _node_coords(graph: Graph, invokes: dict[str, InvokeBinding]) -> dict[str, d
             n = max(b.lengths)
             mine["position"] = [f"{i}:{t.strip()}" for i, t in enumerate(b.tokens[0])] \
                 if b.aligned else [str(i) for i in range(n)]
-            layer = getattr(node.params, "layer", None)
-            if layer is not None and not loop_var(layer) and graph.info:
-                mine["layer"] = [str(v) for v in concrete_layers(layer, graph.info.n_layers)]
+        mine.update(node.type.coords(node.params, graph.info))  # the node's own axes (layers)
+        if invoke is not None and invoke.id in invokes:
             for s in graph.chain(node.scope):
                 if s.id in invokes:
                     mine.update(invokes[s.id].coords)

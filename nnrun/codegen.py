@@ -23,15 +23,16 @@ from nnrun import __version__
 from nnrun.bind import Binding
 from nnrun.errors import CompileError, Issue
 from nnrun.graph import Graph
+from nnrun.loops import LOOPS
 from nnrun.nodes.base import Access
 from nnrun.nodes.fields import concrete_layers, loop_var
 from nnrun.schedule import InvokePlan, Schedule, TracePlan, make_schedule
-from nnrun.sites import python_ref, resolve
+from nnrun.sites import python_ref, resolve, site_of
 
 # Names the program itself uses: the arguments, the parts of `data`, loop variables.
 PROGRAM_NAMES = ("model", "data", "values", "torch", "tracer", "run", "finish", "decode_ids",
                  "rows", "prompts", "points", "index", "mask", "tokens")
-LOOP_NAMES = ("layer", "position", "step")  # claimed first, so they keep their own names
+LOOP_NAMES = (*LOOPS, "step")  # claimed first, so they keep their own names
 MAX_PROGRAM_LINES = 20_000
 
 
@@ -58,8 +59,13 @@ class Namespace:
 @dataclass(frozen=True)
 class SiteRef:
     access: Access
-    code: str          # e.g. model.transformer.h[layer].output[0]
+    raw: str           # the model's own tensor, e.g. model.transformer.h[layer].attn.output[0]
+    view: str          # appended to `raw`, gives the site's axes (a view: writes reach the model)
     layer: str | None  # the layer as code: a literal or a loop variable name
+
+    @property
+    def code(self) -> str:
+        return self.raw + self.view
 
 
 @dataclass
@@ -135,6 +141,7 @@ class EmitContext:
 
     def site_refs(self, site: str, layer, at: str = "output") -> list[SiteRef]:
         info = self.graph.info
+        descriptor = site_of(site, at)
         template, event = resolve(site, info.family if info else None, at)
         layers: list[str | None]
         if layer is None:
@@ -143,14 +150,18 @@ class EmitContext:
             layers = [self.loop(loop_var(layer))]
         else:
             layers = [str(v) for v in concrete_layers(layer, info.n_layers)]
+        element = descriptor.element
+        if element is None and info and event == "output" and \
+                template.replace("{layer}", "0") in info.tuple_outputs:
+            element = 0   # attention modules return (output, weights)
+        view = descriptor.view.format(**info.geometry) if descriptor.view and info else ""
         refs = []
         for value in layers:
             module = template if value is None or not value.isdigit() else \
                 template.replace("{layer}", value)
-            code = f"{python_ref(module, value)}.{event}"
-            if info and event == "output" and module.replace("{layer}", "0") in info.tuple_outputs:
-                code += "[0]"   # attention modules return (output, weights)
-            refs.append(SiteRef(Access(module, event), code, value))
+            raw = f"{python_ref(module, value)}.{event}"
+            raw += f"[{element}]" if element is not None else ""
+            refs.append(SiteRef(Access(module, event), raw, view, value))
         return refs
 
     def module_code(self, site: str) -> str:
@@ -159,29 +170,48 @@ class EmitContext:
         template, _ = resolve(site, info.family if info else None)
         return python_ref(template)
 
-    def select(self, code: str, position) -> str:
-        """`code` (example, position, ...) read at this node's position(s), per example."""
+    def index(self, spec) -> str:
+        """One index expression along an axis: `all` keeps it, an int or a loop variable picks."""
+        if spec is None or spec == "all":
+            return ":"
+        return self.loop(loop_var(spec)) if loop_var(spec) else repr(spec)
+
+    def _after(self, after) -> str:
+        parts = [self.index(spec) for spec in after]
+        while parts and parts[-1] == ":":
+            parts.pop()
+        return "".join(f", {part}" for part in parts)
+
+    def select(self, code: str, position, after=(), trailing: int = 1) -> str:
+        """`code` (example, position, ...) read at this node's position(s), per example, then
+        at `after` (index specs of the axes that follow position); `trailing`: how many axes
+        remain after the position (they broadcast the mask of ragged prompts)."""
+        more = self._after(after)
         if loop_var(position):
-            return f"{code}[:, {self.loop(loop_var(position))}]"
+            return f"{code}[:, {self.loop(loop_var(position))}{more}]"
         where = self.binding.positions[self.node_id]
         key = repr(self.node_id)
         if where.kind == "slice":
-            return f"{code}[:, index[{key}]]"
+            return f"{code}[:, index[{key}]{more}]"
         if where.kind == "row":
-            return f"{code}[rows, index[{key}]]"
+            return f"{code}[rows, index[{key}]{more}]"
         # Prompts of different lengths: gather each example's own tokens; cells past the end of
         # a shorter prompt become NaN, so no statistic can mistake padding for a token.
-        return (f"torch.where(mask[{key}].unsqueeze(-1), "
-                f"{code}[rows.unsqueeze(-1), index[{key}]], torch.nan)")
+        present = f"mask[{key}]" + ".unsqueeze(-1)" * trailing
+        return (f"torch.where({present}, {code}[rows.unsqueeze(-1), index[{key}]{more}], "
+                "torch.nan)")
 
-    def target(self, code: str, position) -> str:
-        """The assignment target writing `code` at this node's position(s), per example."""
+    def target(self, code: str, position, after=()) -> str:
+        """The assignment target writing `code` at this node's position(s) (and `after`, as in
+        `select`), per example: one indexing, so that the write lands in the model's tensor."""
+        more = self._after(after)
         if loop_var(position):
-            return f"{code}[:, {self.loop(loop_var(position))}]"
+            return f"{code}[:, {self.loop(loop_var(position))}{more}]"
         where = self.binding.positions[self.node_id]
         key = repr(self.node_id)
-        return {"slice": f"{code}[:, index[{key}]]", "row": f"{code}[rows, index[{key}]]",
-                "ragged": f"{code}[:]"}[where.kind]
+        return {"slice": f"{code}[:, index[{key}]{more}]",
+                "row": f"{code}[rows, index[{key}]{more}]",
+                "ragged": f"{code}[:, :{more}]" if more else f"{code}[:]"}[where.kind]
 
     def layer_index_into(self, port: str, layer_code: str | None) -> str:
         """Index of `layer_code` (a literal or the foreach variable) in the input's stacked

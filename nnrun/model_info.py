@@ -26,6 +26,7 @@ class ModelInfo:
         order: (module path, event) → rank in the forward pass (0 = first).
         tuple_outputs: module paths whose output is a tuple (read element 0).
         n_params: parameter count (shared weights counted once).
+        max_positions: the longest sequence the model takes (its position table), if known.
     """
 
     model_type: str
@@ -36,10 +37,16 @@ class ModelInfo:
     order: dict[tuple[str, str], int] = field(repr=False)
     tuple_outputs: frozenset[str] = field(repr=False)
     n_params: int = 0   # parameters (tied weights once): the weights' memory for the budget
+    max_positions: int | None = None
 
     @property
     def modules(self) -> list[str]:
         return sorted({path for path, _ in self.order})
+
+    @property
+    def geometry(self) -> dict[str, int]:
+        """The sizes a site's `view` may name (`sites.Site.view`)."""
+        return {"hidden_size": self.hidden_size}
 
     def has_module(self, path: str) -> bool:
         return (path, "output") in self.order
@@ -104,6 +111,8 @@ def info_from_config(config: Any) -> ModelInfo:
         order=order,
         tuple_outputs=frozenset(tuples),
         n_params=sum(p.numel() for p in model.parameters()),
+        max_positions=getattr(text, "n_positions", None)
+        or getattr(text, "max_position_embeddings", None),
     )
 
 

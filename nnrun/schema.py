@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from nnrun.data import DataSpec
+from nnrun.loops import LOOPS
 from nnrun.nodes import REGISTRY
 from nnrun.nodes.base import NODE_ID_PATTERN
 from nnrun.policy import NAME_MAX, NAME_PATTERN
@@ -18,7 +19,7 @@ from nnrun.refs import Column
 
 FORMAT_VERSION = 1
 ScopeKind = Literal["session", "trace", "generate", "invoke", "step"]
-LOOP_VARIABLES = ("layer", "position")
+LoopName = Literal[tuple(LOOPS)]  # the registered foreach variables (nnrun.loops)
 
 
 class _Strict(BaseModel):
@@ -35,11 +36,12 @@ class ScopeSpec(_Strict):
         None, description="the invoke's prompt for every example: a string (the same for all), "
                           "a list (one per example: an inline dataset) or {column: name} (a "
                           "column of `data`); on a trace/generate: one implicit invoke")
-    foreach: dict[Literal["layer", "position", "prompt"], Any] | None = Field(
+    foreach: dict[LoopName, Any] | None = Field(
         None, description="invoke only: expand into one invoke per point of this grid, "
                           "e.g. {layer: all, position: all}; nodes refer to '{layer}'")
-    max_new_tokens: int | None = Field(None, ge=1, description="generate only")
-    steps: int | None = Field(None, ge=1, description="step only: how many generation steps")
+    max_new_tokens: StrictInt | None = Field(None, ge=1, description="generate only")
+    steps: StrictInt | None = Field(None, ge=1,
+                                    description="step only: how many generation steps")
 
 
 class EdgeSpec(_Strict):
@@ -85,10 +87,17 @@ class ExperimentSpec(_Strict):
     data: DataSpec | None = Field(
         None, description="examples (a JSONL/CSV file or inline rows) whose columns scopes and "
                           "nodes refer to as {column: name}; results gain an `example` axis")
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    batch_size: Annotated[StrictInt, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="examples per chunk (one forward pass per chunk); `auto` sizes "
                             "chunks from the model and the foreach grid to bound memory")
     graph: GraphSpec
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_is_a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # `true == 1` in Python: a Literal[1] would accept it
+            raise ValueError(f"the format is a version number, found {value!r}")
+        return value
 
 
 EXPERIMENT_KEYS = tuple(ExperimentSpec.model_fields)

@@ -7,7 +7,7 @@ module paths (`transformer.h.3.mlp`) pass through unchanged, so any module of an
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 Event = Literal["input", "output"]
@@ -51,15 +51,49 @@ MODEL_TYPES: dict[str, str] = {
                             "olmo", "olmo2", "phi3", "smollm3")},
 }
 
-# site name → (description, needs a layer)
-SITES: dict[str, tuple[str, bool]] = {
-    "embeddings": ("token embeddings (output of the embedding module)", False),
-    "layer_input": ("residual stream entering block `layer`", True),
-    "layer_output": ("residual stream leaving block `layer`", True),
-    "attention_output": ("output of block `layer`'s attention (before the residual add)", True),
-    "mlp_output": ("output of block `layer`'s MLP (before the residual add)", True),
-    "final_norm": ("output of the final layer norm", False),
-    "logits": ("output of the unembedding (logits over the vocabulary)", False),
+@dataclass(frozen=True)
+class Site:
+    """What a site name means, independent of the architecture.
+
+    Attributes:
+        doc: one line for the README and `--help`-like listings.
+        module: a module path template: `{block}` is the layer's block (`transformer.h.{layer}`),
+            other `{names}` are `Family` fields (`{block}.{attention}`).
+        event: read the module's `input` (first positional argument) or its `output`.
+        element: which element of a tuple output (None: the value itself, or element 0 when
+            the module returns a tuple, as attention modules do).
+        view: code appended to the tensor to give it `axes`; `{name}`s are `ModelInfo.geometry`
+            fields (a split into heads: `.unflatten(-1, ({n_heads}, {head_dim}))`). A view of
+            the tensor, so a write through it edits the model's own activation.
+        axes: dimension names after the view: example, position, then features.
+        writable: whether a write there changes what the model computes next.
+    """
+
+    doc: str
+    module: str
+    event: Event = "output"
+    element: int | None = None
+    view: str = ""
+    axes: tuple[str, ...] = ("example", "position", "hidden")
+    writable: bool = True
+
+    @property
+    def layered(self) -> bool:
+        return "{block}" in self.module or "{layer}" in self.module
+
+
+#: The named sites, by name. A new site is one entry here (and, if it needs a module the
+#: families do not name yet, a `Family` field).
+SITES: dict[str, Site] = {
+    "embeddings": Site("token embeddings (output of the embedding module)", "{embeddings}"),
+    "layer_input": Site("residual stream entering block `layer`", "{block}", "input"),
+    "layer_output": Site("residual stream leaving block `layer`", "{block}"),
+    "attention_output": Site("output of block `layer`'s attention (before the residual add)",
+                             "{block}.{attention}", element=0),
+    "mlp_output": Site("output of block `layer`'s MLP (before the residual add)", "{block}.{mlp}"),
+    "final_norm": Site("output of the final layer norm", "{final_norm}"),
+    "logits": Site("output of the unembedding (logits over the vocabulary)", "{logits}",
+                   axes=("example", "position", "vocab")),
 }
 
 
@@ -67,9 +101,14 @@ def is_named_site(site: str) -> bool:
     return site in SITES
 
 
+def site_of(site: str, at: Event = "output") -> Site:
+    """The descriptor of a named site, or of a raw module path read at `at`."""
+    return SITES[site] if site in SITES else Site("a module path", site, at)
+
+
 def site_needs_layer(site: str) -> bool:
     """Named per-layer sites and raw paths with a `{layer}` placeholder take a layer."""
-    return SITES[site][1] if site in SITES else "{layer}" in site
+    return site_of(site).layered
 
 
 def family_for(model_type: str, modules: Iterable[str] | None = None) -> str | None:
@@ -94,17 +133,9 @@ def resolve(site: str, family: str | None, at: Event = "output") -> tuple[str, E
     if family is None:
         raise KeyError(site)
     fam = FAMILIES[family]
-    block = f"{fam.layers}.{{layer}}"
-    table: dict[str, tuple[str, Event]] = {
-        "embeddings": (fam.embeddings, "output"),
-        "layer_input": (block, "input"),
-        "layer_output": (block, "output"),
-        "attention_output": (f"{block}.{fam.attention}", "output"),
-        "mlp_output": (f"{block}.{fam.mlp}", "output"),
-        "final_norm": (fam.final_norm, "output"),
-        "logits": (fam.logits, "output"),
-    }
-    return table[site]
+    descriptor = SITES[site]
+    names = {f.name: getattr(fam, f.name) for f in fields(Family)}
+    return descriptor.module.format(block=f"{fam.layers}.{{layer}}", **names), descriptor.event
 
 
 def python_ref(module_path: str, layer_expr: str | None = None) -> str:

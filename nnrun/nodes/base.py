@@ -93,6 +93,11 @@ class NodeType:
         """Names of the output's dimensions for one loop point, given the inputs' axes."""
         return ()
 
+    def coords(self, params: Any, info: Any) -> dict[str, list[str]]:
+        """Tick labels of the axes this node itself adds (e.g. the layers it stacks), by axis;
+        loop and position labels come from the invoke."""
+        return {}
+
     def token_fields(self, params: Any) -> dict[str, Any]:
         """Fields naming a single token (a string or a {column: ...}), by field name; bind
         resolves each to one token id per example, emitted code gets them via `ctx.token_ids`."""

@@ -10,16 +10,17 @@ import difflib
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from nnrun.errors import Issue
 from nnrun.refs import Column, Match
-from nnrun.sites import SITES, is_named_site, resolve, site_needs_layer
+from nnrun.sites import SITES, is_named_site, resolve, site_needs_layer, site_of
 
 # "{layer}" / "{position}": a foreach variable of the enclosing invoke
 LoopRef = Annotated[str, Field(pattern=r"^\{\w+\}$")]
-LayerSpec = Union[int, Literal["all"], list[int], LoopRef]  # noqa: UP007
-PositionSpec = Union[int, Literal["last", "all"], LoopRef, Match, Column]  # noqa: UP007
+# Strict integers: YAML's `true` is not layer 1 (pydantic's lax mode would take it as one).
+LayerSpec = Union[StrictInt, Literal["all"], list[StrictInt], LoopRef]  # noqa: UP007
+PositionSpec = Union[StrictInt, Literal["last", "all"], LoopRef, Match, Column]  # noqa: UP007
 
 LOOP_REF = re.compile(r"^\{(\w+)\}$")
 
@@ -59,6 +60,12 @@ def concrete_layers(layer, n_layers: int) -> list[int] | None:
 def check_site(params, ctx) -> list[Issue]:
     """Site known to the model family, module present, layer in range, layer given iff needed."""
     site, layer, path = params.site, params.layer, ctx.path
+    at = getattr(params, "at", "output")
+    if is_named_site(site) and at != "output":
+        return [Issue("unexpected_at", f"`at: {at}` applies to module paths only; site `{site}` "
+                      "already says which tensor it is", path + ".at", ctx.node,
+                      "remove `at`, use a site that is an input (layer_input), or give the module "
+                      f"path with `at: {at}` (list them: `nnrun stage=modules`)")]
     if not is_named_site(site) and ("." not in site or not re.fullmatch(r"[\w.{}]+", site)):
         if "." not in site and ctx.info is not None and ctx.info.has_module(site):
             return []  # a top-level module such as `lm_head`
@@ -82,21 +89,49 @@ def check_site(params, ctx) -> list[Issue]:
                       "use a module path instead, e.g. `model.layers.{layer}.mlp`")]
     template, _ = resolve(site, info.family)
     layers = concrete_layers(layer, info.n_layers) if layer is not None else [0]
-    bad = [v for v in (layers or []) if not 0 <= v < info.n_layers]
+    given = layer if isinstance(layer, list) else [layer]
+    bad = [g for g, v in zip(given, layers or []) if not 0 <= v < info.n_layers]
     if layer is not None and bad:
-        return [Issue("layer_out_of_range", f"layer {bad[0]} does not exist (the model has "
-                      f"{info.n_layers} layers: 0..{info.n_layers - 1})", path + ".layer",
-                      ctx.node)]
+        return [layer_issue(bad[0], info.n_layers, path + ".layer", ctx.node)]
     probe = template.replace("{layer}", str((layers or [0])[0]))
     if not info.has_module(probe):
         return [Issue("unknown_module", f"the model has no module `{probe}`", path + ".site",
-                      ctx.node, info.suggest(probe))]
+                      ctx.node, _module_hint(probe, info))]
     return []
+
+
+def layer_issue(layer: int, n_layers: int, path: str, node: str | None) -> Issue:
+    return Issue("layer_out_of_range", f"layer {layer} does not exist (the model has "
+                 f"{n_layers} layers: 0..{n_layers - 1}, or -{n_layers}..-1 from the end)",
+                 path, node)
+
+
+def _module_hint(path: str, info) -> str:
+    """Did-you-mean for a module path: by spelling, else by the same block and submodule in
+    this model's layout (`transformer.h.0.mlp` on a Llama: `model.layers.0.mlp`)."""
+    hint = info.suggest(path)
+    if "did you mean" in hint:
+        return hint
+    m = re.search(r"\.(\d+)((?:\.\w+)*)$", path)
+    if m:
+        tail = m.group(0)
+        same = [p for p in info.modules if p.endswith(tail)]
+        if same:
+            return "did you mean " + " or ".join(f"`{p}`" for p in same[:3]) + "? " + hint
+    return hint
 
 
 def site_axes(site: str) -> tuple[str, ...]:
     """Dimension names of the tensor at a site (example, position, then features)."""
-    return ("example", "position", "vocab" if site == "logits" else "hidden")
+    return site_of(site).axes
+
+
+def layer_coords(params, info) -> dict[str, list[str]]:
+    """Tick labels of the `layer` axis of a node that stacks several concrete layers."""
+    layer = getattr(params, "layer", None)
+    if layer is None or loop_var(layer) or info is None:
+        return {}
+    return {"layer": [str(v) for v in concrete_layers(layer, info.n_layers)]}
 
 
 def point_axes(params) -> tuple[str, ...]:

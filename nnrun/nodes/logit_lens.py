@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Literal
 
 from nnrun.nodes.base import NodeParams, NodeType, register
-from nnrun.nodes.fields import LayerSpec, PositionSpec, check_site, emit_per_layer, position_field
+from nnrun.nodes.fields import (
+    LayerSpec,
+    PositionSpec,
+    check_site,
+    emit_per_layer,
+    layer_coords,
+    position_field,
+)
 
 
 @register
@@ -23,6 +30,9 @@ class LogitLens(NodeType):
 
     def check(self, p, ctx):
         return check_site(_as_read(p), ctx)
+
+    def coords(self, p, info):
+        return layer_coords(p, info)
 
     def out_axes(self, p, in_axes, ctx):
         axes = ("example", "position", "vocab") if p.position == "all" else ("example", "vocab")

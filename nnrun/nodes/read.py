@@ -12,6 +12,7 @@ from nnrun.nodes.fields import (
     PositionSpec,
     check_site,
     emit_per_layer,
+    layer_coords,
     layer_field,
     point_axes,
     position_field,
@@ -37,6 +38,9 @@ class Read(NodeType):
 
     def check(self, p, ctx):
         return check_site(p, ctx)
+
+    def coords(self, p, info):
+        return layer_coords(p, info)
 
     def out_axes(self, p, in_axes, ctx):
         return point_axes(p)

@@ -51,7 +51,8 @@ def build(model_type: str):
 def site_paths(family: str, n_layers: int) -> dict[str, list[tuple[str, str]]]:
     """site → the (module path, event) pairs it names: layer 0 and the last layer if per-layer."""
     out = {}
-    for site, (_, per_layer) in SITES.items():
+    for site, descriptor in SITES.items():
+        per_layer = descriptor.layered
         template, event = resolve(site, family)
         layers = (0, n_layers - 1) if per_layer else (None,)
         out[site] = [(template.format(layer=layer) if per_layer else template, event)
