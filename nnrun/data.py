@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from nnrun.errors import ConfigError, Issue, raise_if_issues
 
@@ -29,7 +29,7 @@ class DataSpec(BaseModel):
                                                "experiment file, or absolute")
     rows: list[dict[str, Any]] | None = Field(None, description="inline examples: a list of "
                                                                 "mappings column → value")
-    limit: int | None = Field(None, ge=1, description="use only the first `limit` rows")
+    limit: StrictInt | None = Field(None, ge=1, description="use only the first `limit` rows")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -84,6 +84,10 @@ def load_dataset(spec: DataSpec, experiment_file: Path | None,
         ConfigError: unreadable file, malformed rows, missing columns, wrong types — every one.
     """
     if spec.rows is not None:
+        if not spec.rows:
+            raise ConfigError("the dataset is empty:", [Issue(
+                "data_empty", "`rows` is an empty list", "data.rows",
+                hint="give at least one row, e.g. rows: [{clean: ..., answer: ...}]")])
         dataset = Dataset(tuple(spec.rows), "inline")
     else:
         dataset = _read_file(_resolve(spec.file, experiment_file))

@@ -85,6 +85,8 @@ def _scope_fields(s, path: str, graph: Graph) -> list[Issue]:
     if s.foreach is not None and s.kind != "invoke":
         issues.append(Issue("illegal_foreach", f"`foreach` is only allowed on an invoke, not "
                             f"{_a(s.kind)}", path + ".foreach", s.id, "add an invoke scope inside it"))
+    elif s.foreach:
+        issues += _foreach_values(s, path + ".foreach", graph.info)
     if s.max_new_tokens is not None and s.kind != "generate":
         issues.append(Issue("illegal_field", "`max_new_tokens` belongs on a generate scope",
                             path + ".max_new_tokens", s.id))
@@ -101,6 +103,30 @@ def _scope_fields(s, path: str, graph: Graph) -> list[Issue]:
             c.parent == s.id for c in graph.scopes.values()):
         issues.append(Issue("missing_input", f"this {s.kind} has no input and no invoke", path,
                             s.id, "set input: \"...\" or add an invoke scope with parent: " + s.id))
+    return issues
+
+
+def _foreach_values(s, path: str, info: ModelInfo | None) -> list[Issue]:
+    """`layer: all | int | [ints]` (each a layer of the model), `position: all | last | int |
+    [ints]`; checked here, before the examples are read, like a node's `layer`."""
+    from nnrun.nodes.fields import layer_issue
+
+    issues = []
+    for var, spec in s.foreach.items():
+        if var == "prompt":
+            continue
+        words = ("all",) if var == "layer" else ("all", "last")
+        values = spec if isinstance(spec, list) else [spec]
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        if spec in words or (values and len(ints) == len(values)):
+            if var == "layer" and info is not None:
+                bad = [v for v in ints if not -info.n_layers <= v < info.n_layers]
+                if bad:
+                    issues.append(layer_issue(bad[0], info.n_layers, f"{path}.layer", s.id))
+            continue
+        issues.append(Issue("invalid_value", f"foreach {var} {spec!r} is not " + " or ".join(
+            f"`{w}`" for w in words) + ", an integer or a list of integers", f"{path}.{var}",
+            s.id, f"e.g. foreach: {{{var}: all}} or {{{var}: [0, 1]}}"))
     return issues
 
 
@@ -199,6 +225,8 @@ def _node_checks(graph: Graph) -> list[Issue]:
             continue  # reported as unknown_scope
         ctx = CheckContext(graph.info, graph.loop_axes(node.scope), node.path, node.id)
         issues += node.type.check(node.params, ctx)
+        if node.type.touches_model and graph.invoke_of(node.scope) is None:
+            continue  # reported as needs_invoke: its loop variables are those of a missing scope
         issues += _loop_refs(node, ctx.loop_vars)
     return issues
 
@@ -216,16 +244,23 @@ def _loop_refs(node: Node, loop_vars: tuple[str, ...]) -> list[Issue]:
 
 
 def _infer_axes(graph: Graph) -> list[Issue]:
-    """Compute each node's axes per loop point and after leaving its loops."""
+    """Compute each node's axes per loop point and after leaving its loops. A node downstream
+    of one whose axes could not be inferred is not checked (it would only repeat the cause)."""
     issues = []
+    broken: set[str] = set()
     for nid in graph.order:
         node = graph.nodes[nid]
+        if broken & set(node.sources):
+            broken.add(nid)
+            graph.point_axes[nid] = graph.axes[nid] = ()
+            continue
         in_axes = graph.input_axes(nid)
         ctx = CheckContext(graph.info, graph.loop_axes(node.scope), node.path, node.id)
         try:
             point = node.type.out_axes(node.params, in_axes, ctx)
         except ValueError as err:
             issues.append(Issue("axis_mismatch", str(err), node.path, node.id))
+            broken.add(nid)
             point = ()
         graph.point_axes[nid] = point
         graph.axes[nid] = graph.loop_axes(node.scope) + point

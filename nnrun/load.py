@@ -31,18 +31,60 @@ def load_experiment(config: dict[str, Any], source: Path | None = None) -> Exper
         ConfigError: with one `Issue` per problem.
     """
     data = {k: config[k] for k in EXPERIMENT_KEYS if k in config}
-    if "graph" not in data:
+    if not data:
         raise ConfigError("no experiment selected:", [Issue(
             "no_experiment", "the config has no `graph`", "graph",
             hint="choose one, e.g. `nnrun experiment=patching` (list them: `nnrun --info defaults`)")])
+    lines = source_lines(source)
+    issues = [i.located(_file(source), _line(lines, parse_path(i.path)))
+              for i in _unknown_keys(config)]
     try:
-        return ExperimentSpec.model_validate(data)
+        spec = ExperimentSpec.model_validate(data)
     except ValidationError as err:
-        lines = source_lines(source)
-        issues = [_issue_from_error(e, data).located(_file(source), _line(lines, e["loc"]))
-                  for e in _merge_union_errors(err.errors())]
-        raise_if_issues(issues, ConfigError, f"experiment `{data.get('name', '?')}`")
-    raise AssertionError("unreachable")
+        issues += [_issue_from_error(e, data).located(_file(source), _line(lines, e["loc"]))
+                   for e in _merge_union_errors(err.errors(), data)]
+        spec = None
+    if spec is not None:
+        issues += [locate(i, source, data) for i in _columns_without_data(spec)]
+    raise_if_issues(issues, ConfigError, f"experiment `{data.get('name', '?')}`")
+    return spec
+
+
+def _unknown_keys(config: dict[str, Any]) -> list[Issue]:
+    """Top-level keys that are neither part of the experiment nor a run setting of the primary
+    config (`seed`, `stage`, ...): a typo such as `descripton:` would otherwise be ignored."""
+    known = set(EXPERIMENT_KEYS) | _setting_keys()
+    return [Issue("unknown_field", f"unknown key `{key}`", str(key),
+                  hint=_did_you_mean(str(key), sorted(known)) + "experiment keys: "
+                  + ", ".join(EXPERIMENT_KEYS))
+            for key in config if key not in known]
+
+
+def _setting_keys() -> set[str]:
+    """Top-level keys of nnrun's primary config (configs/config.yaml) and its config groups."""
+    from importlib.resources import files
+
+    primary = yaml.safe_load(files("nnrun.configs").joinpath("config.yaml").read_text()) or {}
+    groups = {str(next(iter(d))).split("/")[-1].split("@")[0].replace("override ", "").strip()
+              for d in primary.get("defaults", []) if isinstance(d, dict)}
+    return (set(primary) | groups) - {"defaults", "hydra", "experiment"} | {"nnrun_refused"}
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f"did you mean `{close[0]}`? " if close else ""
+
+
+def _columns_without_data(spec: ExperimentSpec) -> list[Issue]:
+    """`{column: ...}` needs the experiment's `data`; without it there is nothing to read."""
+    if spec.data is not None:
+        return []
+    from nnrun.pipeline import needed_columns
+
+    return [Issue("no_data", f"column `{name}` is used but the experiment has no `data`",
+                  use.path, use.node, "add `data: {file: examples.jsonl}` (or inline `rows:`), "
+                  "or give the value itself instead of {column: ...}")
+            for name, use in needed_columns(spec).items()]
 
 
 def load_experiment_file(path: Path) -> ExperimentSpec:
@@ -56,30 +98,86 @@ def load_experiment_file(path: Path) -> ExperimentSpec:
     return load_experiment(OmegaConf.to_container(raw, resolve=True), path)
 
 
-def _field_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The field a (possibly union-member) error location belongs to: `graph.nodes[0].layer`."""
-    loc = _strip_union_tags(tuple(loc))
-    if len(loc) >= 4 and loc[0] == "graph" and loc[1] in ("nodes", "scopes") \
-            and isinstance(loc[2], int):
-        return loc[:4]
-    return loc
+_SCALAR_TAGS = {"int", "str", "float", "bool", "none", "list", "dict"}
 
 
-def _merge_union_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One error per field: a value matching none of a union's members yields one error per
-    member in pydantic; the researcher needs one line saying what would have been accepted."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+def _is_member_tag(part: Any) -> bool:
+    """A union member pydantic names in an error location (`int`, `literal['all']`,
+    `constrained-str`, `list[int]`, `Column`, ...); the format's own keys are snake_case."""
+    return isinstance(part, str) and (
+        part in _SCALAR_TAGS or part[:1].isupper() or "[" in part or "-" in part)
+
+
+def _split_member(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str | None, tuple[Any, ...]]:
+    """(field, union member, path inside the member) of an error location."""
+    loc = tuple(p for p in _strip_union_tags(tuple(loc)) if p != "[key]")
+    for i, part in enumerate(loc):
+        if _is_member_tag(part):
+            return loc[:i], part, loc[i + 1:]
+    return loc, None, ()
+
+
+def _merge_union_errors(errors: list[dict[str, Any]],
+                        data: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The errors of the union member the value was meant for, or one error per field saying
+    what would have been accepted: pydantic reports one error per member that failed."""
+    plain: list[dict[str, Any]] = []
+    groups: dict[tuple[Any, ...], list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {}
     for error in errors:
-        groups.setdefault((_field_loc(error["loc"]), error["type"] in MERGEABLE), []).append(error)
-    merged = []
-    for (loc, mergeable), group in groups.items():
-        if not mergeable or len(group) == 1:
-            merged += group
-            continue
-        wants = sorted({_expectation(e, str(loc[-1])) for e in group})
-        merged.append({**group[0], "loc": loc, "type": "union_mismatch",
-                       "msg": "expected " + " or ".join(wants)})
+        field, member, rest = _split_member(error["loc"])
+        if member is None:
+            plain.append({**error, "loc": field})
+        else:
+            groups.setdefault(field, []).append((member, rest, error))
+    merged = plain
+    for field, group in groups.items():
+        chosen = _one_member(field, group, _value_at(data, field))
+        nested = [e for e in chosen if _split_member(e["loc"])[1] is not None]
+        merged += [e for e in chosen if e not in nested]
+        merged += _merge_union_errors(nested, data) if nested else []  # a union in a member
     return merged
+
+
+def _one_member(field: tuple[Any, ...], group: list, value: Any) -> list[dict[str, Any]]:
+    by_member: dict[str, list[dict[str, Any]]] = {}
+    for member, rest, error in group:
+        by_member.setdefault(member, []).append({**error, "loc": field + rest, "member": member})
+    if isinstance(value, dict):   # meant for a model member ({column: x}, {match: " x"})
+        models = {m: errs for m, errs in by_member.items() if m[:1].isupper()}
+        if models:
+            return min(models.values(), key=lambda errs: (len(errs), -_overlap(errs, value)))
+    if isinstance(value, list):   # meant for the list member: report its items
+        lists = [errs for m, errs in by_member.items() if m.startswith("list")]
+        if lists:
+            return lists[0]
+    # A scalar of the right type that breaks a member's constraint (`>= 1`, finite): say that.
+    typed = [errs for m, errs in by_member.items() if not m[:1].isupper() and all(
+        e["type"] not in MERGEABLE and e["type"] != "model_type" for e in errs)]
+    if typed:
+        return typed[0]
+    scalar = [e for m, errs in by_member.items() for e in errs if e["type"] in MERGEABLE]
+    wants = sorted({_expectation(e, str(field[-1])) for e in scalar})
+    if isinstance(value, (dict, list)) or any(m[:1].isupper() for m in by_member):
+        wants += [f"{{{m.lower()}: ...}}" for m in by_member if m[:1].isupper()]
+    first = group[0][2]
+    return [{**first, "loc": field, "type": "union_mismatch",
+             "msg": "expected " + " or ".join(dict.fromkeys(wants))}]
+
+
+def _overlap(errors: list[dict[str, Any]], value: dict[str, Any]) -> int:
+    """How many of the given keys the member knows (fewer unknown-field errors)."""
+    unknown = {e["loc"][-1] for e in errors if e["type"] == "extra_forbidden"}
+    return len(set(value) - unknown)
+
+
+def _value_at(data: dict[str, Any] | None, loc: tuple[Any, ...]) -> Any:
+    value: Any = data
+    for part in loc:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
 
 
 LOOP_FIELDS = ("layer", "position")
@@ -112,7 +210,7 @@ def _issue_from_error(error: dict[str, Any], data: dict[str, Any]) -> Issue:
         return Issue("missing_op", "node has no `op`", path, node, REGISTRY.suggest(""))
     if kind == "extra_forbidden":
         return Issue("unknown_field", f"unknown field `{loc[-1]}`", path, node,
-                     _field_hint(loc, data))
+                     _field_hint(loc, data, error.get("member")))
     if kind == "missing":
         return Issue("missing_field", f"required field `{loc[-1]}` is missing", path, node)
     if loc == ("name",) and kind in ("string_pattern_mismatch", "string_too_long"):
@@ -123,7 +221,8 @@ def _issue_from_error(error: dict[str, Any], data: dict[str, Any]) -> Issue:
         return Issue("unsupported_format", f"experiment format {found!r} is not supported",
                      path, None, f"this nnrun reads format {FORMAT_VERSION}; "
                      f"set `format: {FORMAT_VERSION}` or upgrade nnrun")
-    return Issue("invalid_value", f"{error['msg'].lower()} (found {found!r})", path, node)
+    msg = error["msg"]  # pydantic's, lowercase first letter only (it may quote a pattern)
+    return Issue("invalid_value", f"{msg[:1].lower()}{msg[1:]} (found {found!r})", path, node)
 
 
 def _strip_union_tags(loc: tuple[Any, ...]) -> YamlPath:
@@ -149,18 +248,39 @@ def _node_id(loc: YamlPath, data: dict[str, Any]) -> str | None:
     return None
 
 
-def _field_hint(loc: YamlPath, data: dict[str, Any]) -> str:
-    """Suggest a valid field name for an unknown one inside a node."""
-    if len(loc) < 4 or loc[1] != "nodes":
+def _field_hint(loc: YamlPath, data: dict[str, Any], member: str | None = None) -> str:
+    """Suggest a valid field name for an unknown one (in a node, scope, edge, `data`, ...)."""
+    owner, fields = _owner_fields(loc[:-1], data, member)
+    if not fields:
         return "remove it; see the experiment format in the README"
-    try:
-        op = data["graph"]["nodes"][loc[2]]["op"]
-        fields = sorted(REGISTRY.get(op).Params.model_fields)
-    except (KeyError, IndexError, TypeError):
-        return "remove it"
-    close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
-    prefix = f"did you mean `{close[0]}`? " if close else ""
-    return prefix + f"`{op}` takes: " + ", ".join(fields)
+    return _did_you_mean(str(loc[-1]), fields) + f"{owner} takes: " + ", ".join(fields)
+
+
+def _owner_fields(loc: YamlPath, data: dict[str, Any], member: str | None):
+    """What the mapping at `loc` is (for the hint) and the fields it accepts."""
+    from nnrun.data import DataSpec
+    from nnrun.refs import Column, Match
+    from nnrun.schema import EdgeSpec, GraphSpec, ScopeSpec
+
+    if member in ("Column", "Match"):
+        model = {"Column": Column, "Match": Match}[member]
+        return f"`{{{member.lower()}: ...}}`", sorted(model.model_fields)
+    if len(loc) == 3 and loc[:2] == ("graph", "nodes"):
+        try:
+            op = data["graph"]["nodes"][loc[2]]["op"]
+            return f"`{op}`", sorted(REGISTRY.get(op).Params.model_fields)
+        except (KeyError, IndexError, TypeError):
+            return "", []
+    table = {(): ("an experiment", ExperimentSpec), ("graph",): ("`graph`", GraphSpec),
+             ("data",): ("`data`", DataSpec)}
+    if len(loc) == 3 and loc[:2] == ("graph", "scopes"):
+        return "a scope", sorted(ScopeSpec.model_fields)
+    if len(loc) == 3 and loc[:2] == ("graph", "edges"):
+        return "an edge", sorted(EdgeSpec.model_fields)
+    if tuple(loc) in table:
+        owner, model = table[tuple(loc)]
+        return owner, sorted(model.model_fields)
+    return "", []
 
 
 def format_path(loc: YamlPath) -> str:

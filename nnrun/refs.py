@@ -7,7 +7,7 @@ against the dataset and the tokenizer, never evaluated as code.
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,7 +31,7 @@ class Match(_Ref):
     (`token: last`, the usual choice for a multi-token subject) or its first (`token: first`).
     """
 
-    match: Union[str, Column] = Field(  # noqa: UP007
+    match: Union[Annotated[str, Field(min_length=1)], Column] = Field(  # noqa: UP007
         description="text to find in the prompt (a token or a substring), or a column holding it")
     occurrence: Literal["first", "last", "only"] = Field(
         "only", description="which occurrence when the text appears several times; `only` "

@@ -26,6 +26,8 @@ class PlotHeatmap(NodeType):
         title: str | None = None
 
     def out_axes(self, p, in_axes, ctx):
+        if p.axes[0] == p.axes[1]:
+            raise ValueError(f"rows and columns are both `{p.axes[0]}`; name two different axes")
         missing = [a for a in p.axes if a not in in_axes["in"]]
         if missing:
             raise ValueError(f"the input has no axis `{missing[0]}` "

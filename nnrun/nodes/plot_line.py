@@ -27,6 +27,8 @@ class PlotLine(NodeType):
         title: str | None = None
 
     def out_axes(self, p, in_axes, ctx):
+        if p.series == p.x:
+            raise ValueError(f"`x` and `series` are both `{p.x}`; name two different axes")
         for axis in (p.x, p.series):
             if axis is not None and axis not in in_axes["in"]:
                 raise ValueError(f"the input has no axis `{axis}` "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+from nnrun.errors import Issue
 from nnrun.nodes.base import InputNode, NodeParams, Stmt, register
 
 
@@ -15,6 +17,12 @@ class Scale(InputNode):
     class Params(NodeParams):
         op: Literal["scale"] = "scale"
         factor: float
+
+    def check(self, p, ctx):
+        if math.isfinite(p.factor):
+            return []
+        return [Issue("invalid_value", f"`factor` must be a finite number, found {p.factor!r}",
+                      ctx.path + ".factor", ctx.node)]
 
     def out_axes(self, p, in_axes, ctx):
         return in_axes["in"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from nnrun.nodes.base import InputNode, NodeParams, Stmt, dim_of, register
 
@@ -16,7 +16,7 @@ class TopK(InputNode):
 
     class Params(NodeParams):
         op: Literal["topk"] = "topk"
-        k: int = Field(5, ge=1)
+        k: StrictInt = Field(5, ge=1)
         axis: str | None = None
         output: Literal["indices", "values"] = "indices"
 
