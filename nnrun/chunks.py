@@ -45,13 +45,15 @@ def forward_bytes_per_example(binding: Binding, info, itemsize: int) -> int:
     return rows * tokens * width * itemsize
 
 
-def chunk_data(binding: Binding, start: int, stop: int, device: Any = "cpu") -> dict[str, Any]:
+def chunk_data(binding: Binding, start: int, stop: int, device: Any = "cpu",
+               backend: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `data` argument of `run(model, data)` for examples `start:stop`, with its tensors on
-    the model's `device` (index and token tensors meet activations there)."""
+    the model's `device` (index and token tensors meet activations there). `backend` holds the
+    keyword arguments of the outermost nnsight context (`remote=...`; empty for a local run)."""
     import torch
 
     data: dict[str, Any] = {"rows": torch.arange(stop - start), "prompts": {}, "points": {},
-                            "index": {}, "mask": {}, "tokens": {}}
+                            "index": {}, "mask": {}, "tokens": {}, "backend": backend or {}}
     for scope, b in binding.invokes.items():
         data["prompts"][scope] = list(b.prompts[start:stop])
         if b.loop_vars:

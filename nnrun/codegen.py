@@ -31,7 +31,7 @@ from nnrun.sites import python_ref, resolve, site_of
 
 # Names the program itself uses: the arguments, the parts of `data`, loop variables.
 PROGRAM_NAMES = ("model", "data", "values", "torch", "tracer", "run", "finish", "decode_ids",
-                 "rows", "prompts", "points", "index", "mask", "tokens")
+                 "rows", "prompts", "points", "index", "mask", "tokens", "backend")
 LOOP_NAMES = (*LOOPS, "step")  # claimed first, so they keep their own names
 MAX_PROGRAM_LINES = 20_000
 
@@ -262,7 +262,8 @@ prompts = data["prompts"]  # invoke scope -> one prompt per example
 points = data["points"]  # foreach scope -> its loop points
 index = data["index"]  # node -> positions counted from the end: slice | (example,) | (example, position)
 mask = data["mask"]  # node -> (example, position): True where the prompt has that token
-tokens = data["tokens"]  # "node.field" -> (example,) token ids'''
+tokens = data["tokens"]  # "node.field" -> (example,) token ids
+backend = data["backend"]  # keyword arguments of the outermost context: {} here, remote=... for NDIF'''
 
 
 def generate(graph: Graph, binding: Binding, source_name: str = "") -> Program:
@@ -283,11 +284,11 @@ def generate(graph: Graph, binding: Binding, source_name: str = "") -> Program:
     w.add(1, '"""One chunk of examples -> the values reducers and sinks need."""')
     w.add(1, RUN_PROLOGUE)
     depth = 1
-    if schedule.session:
-        w.add(1, "with model.session():")
+    if schedule.session:  # the outermost context carries the backend: one remote job
+        w.add(1, "with model.session(**backend):")
         depth = 2
     for trace in schedule.traces:
-        _trace(w, depth, trace, graph, schedule, names)
+        _trace(w, depth, trace, graph, schedule, names, "" if schedule.session else "**backend")
     for nid, stmt in schedule.post:
         w.add(1, _annotated(stmt.code, nid, graph, var(nid)), nid)
     w.add(1, _return(schedule.returns, var))
@@ -332,14 +333,15 @@ def _finish(w: _Writer, graph: Graph, schedule: Schedule, var) -> None:
 
 
 def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Schedule,
-           names: Namespace) -> None:
+           names: Namespace, backend: str) -> None:
     s = trace.scope
     if s.kind == "generate":
         n = s.max_new_tokens
         w.add(depth, f"with model.generate(max_new_tokens={n}, min_new_tokens={n}, "
-                     f"do_sample=False) as tracer:  # scope: {s.id}")
+                     f"do_sample=False{', ' + backend if backend else ''}) as tracer:  "
+                     f"# scope: {s.id}")
     else:
-        w.add(depth, f"with model.trace() as tracer:  # scope: {s.id}")
+        w.add(depth, f"with model.trace({backend}) as tracer:  # scope: {s.id}")
     body = depth + 1
     barrier = {b: names.name(("barrier", s.id, b), b) for b in trace.barriers}
     for name in trace.barriers:

@@ -52,7 +52,8 @@ def chunk(data, start, stop):
             "prompts": {{k: v[start:stop] for k, v in data["prompts"].items()}},
             "points": {{k: [tuple(p) for p in v] for k, v in data["points"].items()}},
             "index": index, "mask": {{k: rows(v) for k, v in data["mask"].items()}},
-            "tokens": {{k: rows(v) for k, v in data["tokens"].items()}}}}
+            "tokens": {{k: rows(v) for k, v in data["tokens"].items()}},
+            "backend": {{}}}}  # e.g. {{"remote": True}} to run on NDIF (set NDIF_API_KEY)
 
 
 def reduce(x, dim, statistic):
