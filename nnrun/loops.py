@@ -100,6 +100,12 @@ def _positions(spec, ctx: LoopContext):
     return [p - n_tokens for p in positive], [f"{p}:{tokens[p].strip()}" for p in positive]
 
 
+@register("head", "attention head: `all`, an int or a list (sites split into heads)")
+def _heads(spec, ctx: LoopContext):
+    heads = indices(spec, ctx.info.n_heads if ctx.info else 0, "head")
+    return heads, [str(h) for h in heads]
+
+
 @register("prompt", "replaced by datasets (a migration message)")
 def _prompts(spec, ctx: LoopContext):
     raise LoopError("migrated", "`foreach: {prompt: [...]}` is replaced by datasets",

@@ -25,6 +25,8 @@ class ModelInfo:
         n_layers, hidden_size, vocab_size: from the config.
         order: (module path, event) → rank in the forward pass (0 = first).
         tuple_outputs: module paths whose output is a tuple (read element 0).
+        n_heads, head_dim, n_kv_heads: attention geometry from the config (`head_dim` defaults
+            to hidden_size / n_heads; `n_kv_heads` to n_heads).
         n_params: parameter count (shared weights counted once).
         max_positions: the longest sequence the model takes (its position table), if known.
     """
@@ -37,6 +39,9 @@ class ModelInfo:
     order: dict[tuple[str, str], int] = field(repr=False)
     tuple_outputs: frozenset[str] = field(repr=False)
     n_params: int = 0   # parameters (tied weights once): the weights' memory for the budget
+    n_heads: int = 0    # attention (query) heads per layer
+    head_dim: int = 0   # size of one head's output
+    n_kv_heads: int = 0  # key/value heads (fewer than n_heads with grouped-query attention)
     max_positions: int | None = None
 
     @property
@@ -46,7 +51,8 @@ class ModelInfo:
     @property
     def geometry(self) -> dict[str, int]:
         """The sizes a site's `view` may name (`sites.Site.view`)."""
-        return {"hidden_size": self.hidden_size}
+        return {"hidden_size": self.hidden_size, "n_heads": self.n_heads,
+                "head_dim": self.head_dim, "n_kv_heads": self.n_kv_heads}
 
     def has_module(self, path: str) -> bool:
         return (path, "output") in self.order
@@ -111,9 +117,18 @@ def info_from_config(config: Any) -> ModelInfo:
         order=order,
         tuple_outputs=frozenset(tuples),
         n_params=sum(p.numel() for p in model.parameters()),
+        **_heads(text),
         max_positions=getattr(text, "n_positions", None)
         or getattr(text, "max_position_embeddings", None),
     )
+
+
+def _heads(text: Any) -> dict[str, int]:
+    """Head geometry of a text config (GPT-2's `n_head` is aliased as num_attention_heads)."""
+    n_heads = getattr(text, "num_attention_heads", None) or 0
+    head_dim = getattr(text, "head_dim", None) or (text.hidden_size // n_heads if n_heads else 0)
+    return {"n_heads": n_heads, "head_dim": head_dim,
+            "n_kv_heads": getattr(text, "num_key_value_heads", None) or n_heads}
 
 
 @lru_cache(maxsize=16)

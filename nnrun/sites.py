@@ -23,15 +23,18 @@ class Family:
     embeddings: str
     final_norm: str
     logits: str
+    attn_out: str    # the attention's output projection (inside `attention`): its input is
+                     # the heads' outputs side by side
 
 
 FAMILIES: dict[str, Family] = {
-    "gpt2": Family("transformer.h", "attn", "mlp", "transformer.wte", "transformer.ln_f", "lm_head"),
+    "gpt2": Family("transformer.h", "attn", "mlp", "transformer.wte", "transformer.ln_f", "lm_head",
+                   "c_proj"),
     # transformers >= 5 names GPT-NeoX's unembedding `lm_head` like every other family.
     "gpt_neox": Family("gpt_neox.layers", "attention", "mlp", "gpt_neox.embed_in",
-                       "gpt_neox.final_layer_norm", "lm_head"),
+                       "gpt_neox.final_layer_norm", "lm_head", "dense"),
     "llama": Family("model.layers", "self_attn", "mlp", "model.embed_tokens", "model.norm",
-                    "lm_head"),
+                    "lm_head", "o_proj"),
 }
 
 #: Families whose module names changed across transformers versions: family → (variant family,
@@ -42,7 +45,7 @@ LEGACY_VARIANTS: dict[str, tuple[str, str]] = {
 }
 FAMILIES["gpt_neox_embed_out"] = Family(
     "gpt_neox.layers", "attention", "mlp", "gpt_neox.embed_in", "gpt_neox.final_layer_norm",
-    "embed_out")
+    "embed_out", "dense")
 
 # transformers `config.model_type` → family; Llama-shaped decoders share one layout.
 MODEL_TYPES: dict[str, str] = {
@@ -90,6 +93,11 @@ SITES: dict[str, Site] = {
     "layer_output": Site("residual stream leaving block `layer`", "{block}"),
     "attention_output": Site("output of block `layer`'s attention (before the residual add)",
                              "{block}.{attention}", element=0),
+    "attention_heads": Site(
+        "each attention head's output in block `layer` (the input of the output projection, "
+        "split into heads; take one with `head:`)", "{block}.{attention}.{attn_out}", "input",
+        view=".unflatten(-1, ({n_heads}, {head_dim}))",
+        axes=("example", "position", "head", "head_dim")),
     "mlp_output": Site("output of block `layer`'s MLP (before the residual add)", "{block}.{mlp}"),
     "final_norm": Site("output of the final layer norm", "{final_norm}"),
     "logits": Site("output of the unembedding (logits over the vocabulary)", "{logits}",

@@ -21,6 +21,7 @@ LoopRef = Annotated[str, Field(pattern=r"^\{\w+\}$")]
 # Strict integers: YAML's `true` is not layer 1 (pydantic's lax mode would take it as one).
 LayerSpec = Union[StrictInt, Literal["all"], list[StrictInt], LoopRef]  # noqa: UP007
 PositionSpec = Union[StrictInt, Literal["last", "all"], LoopRef, Match, Column]  # noqa: UP007
+HeadSpec = Union[StrictInt, Literal["all"], LoopRef]  # noqa: UP007
 
 LOOP_REF = re.compile(r"^\{(\w+)\}$")
 
@@ -40,6 +41,12 @@ def position_field(default: str = "all"):
                                       "from the end), `last`, `all`, `{position}` from a "
                                       "foreach, {match: text} (the token of a text found in "
                                       "the prompt) or {column: name} (an integer column)")
+
+
+def head_field():
+    return Field(None, description="for sites split into heads (attention_heads): one head "
+                                   "(int, negative from the end), `all` (a `head` axis) or "
+                                   "`{head}` from a foreach")
 
 
 def loop_var(value) -> str | None:
@@ -126,6 +133,52 @@ def site_axes(site: str) -> tuple[str, ...]:
     return site_of(site).axes
 
 
+def picks(spec) -> bool:
+    """Whether an index spec selects one entry (the axis disappears) rather than all."""
+    return spec is not None and spec != "all"
+
+
+def after_position(params) -> tuple:
+    """The node's index specs for the site's axes that follow `position` (its `head` on a site
+    split into heads), in axis order, as `EmitContext.select`/`target` take them."""
+    specs = []
+    for axis in site_axes(params.site)[2:]:
+        if not hasattr(params, axis):
+            break
+        specs.append(getattr(params, axis))
+    return tuple(specs)
+
+
+def remaining_after_position(params) -> int:
+    """How many of the site's axes after `position` the node keeps."""
+    return len(site_axes(params.site)) - 2 - sum(map(picks, after_position(params)))
+
+
+def check_head(params, ctx) -> list[Issue]:
+    """`head` only on a site split into heads, and within the model's head count."""
+    head = getattr(params, "head", None)
+    if head is None:
+        return []
+    if "head" not in site_axes(params.site):
+        heads = [name for name, site in SITES.items() if "head" in site.axes]
+        return [Issue("unexpected_head", f"site `{params.site}` is not split into heads",
+                      ctx.path + ".head", ctx.node, "use a per-head site: " + ", ".join(heads))]
+    info = ctx.info
+    if isinstance(head, int) and info is not None and not -info.n_heads <= head < info.n_heads:
+        return [Issue("head_out_of_range", f"head {head} does not exist (the model has "
+                      f"{info.n_heads} heads per layer: 0..{info.n_heads - 1})",
+                      ctx.path + ".head", ctx.node)]
+    return []
+
+
+def site_coords(params, info) -> dict[str, list[str]]:
+    """Tick labels of the axes a read adds: stacked layers, and every head when `head: all`."""
+    coords = layer_coords(params, info)
+    if "head" in site_axes(params.site) and not picks(getattr(params, "head", None)) and info:
+        coords["head"] = [str(h) for h in range(info.n_heads)]
+    return coords
+
+
 def layer_coords(params, info) -> dict[str, list[str]]:
     """Tick labels of the `layer` axis of a node that stacks several concrete layers."""
     layer = getattr(params, "layer", None)
@@ -135,11 +188,13 @@ def layer_coords(params, info) -> dict[str, list[str]]:
 
 
 def point_axes(params) -> tuple[str, ...]:
-    """Axes of a read/write value: drop `position` when one position is selected, add `layer`
-    when several layers are read at once."""
+    """Axes of a read/write value: drop `position` (and `head`) when one is selected, add
+    `layer` when several layers are read at once."""
     axes = site_axes(params.site)
-    if params.position != "all":
-        axes = tuple(a for a in axes if a != "position")
+    picked = {"position": params.position != "all"}
+    picked.update({axis: picks(getattr(params, axis)) for axis in axes[2:]
+                   if hasattr(params, axis)})
+    axes = tuple(a for a in axes if not picked.get(a))
     if params.layer is not None and concrete_layers(params.layer, 1) is not None and (
             params.layer == "all" or isinstance(params.layer, list)):
         axes = ("layer",) + axes

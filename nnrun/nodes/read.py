@@ -8,14 +8,19 @@ from pydantic import Field
 
 from nnrun.nodes.base import NodeParams, NodeType, register
 from nnrun.nodes.fields import (
+    HeadSpec,
     LayerSpec,
     PositionSpec,
+    after_position,
+    check_head,
     check_site,
     emit_per_layer,
-    layer_coords,
+    head_field,
     layer_field,
     point_axes,
     position_field,
+    remaining_after_position,
+    site_coords,
     site_field,
 )
 
@@ -34,18 +39,20 @@ class Read(NodeType):
         site: str = site_field()
         layer: LayerSpec | None = layer_field()
         position: PositionSpec = position_field()
+        head: HeadSpec | None = head_field()
         at: Literal["output", "input"] = Field("output", description="for module paths only")
 
     def check(self, p, ctx):
-        return check_site(p, ctx)
+        return check_site(p, ctx) + check_head(p, ctx)
 
     def coords(self, p, info):
-        return layer_coords(p, info)
+        return site_coords(p, info)
 
     def out_axes(self, p, in_axes, ctx):
         return point_axes(p)
 
     def emit(self, p, ctx):
+        after, kept = after_position(p), remaining_after_position(p)
         return emit_per_layer(ctx, ctx.site_refs(p.site, p.layer, p.at),
-                              lambda ref: f"{ctx.select(ref, p.position)}.clone()",
+                              lambda ref: f"{ctx.select(ref, p.position, after, kept)}.clone()",
                               ctx.stacks_layers(p.layer))

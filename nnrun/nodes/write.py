@@ -9,14 +9,20 @@ from pydantic import Field
 from nnrun.errors import Issue
 from nnrun.nodes.base import NodeParams, NodeType, Port, Stmt, register
 from nnrun.nodes.fields import (
+    HeadSpec,
     LayerSpec,
     PositionSpec,
+    after_position,
+    check_head,
     check_site,
+    head_field,
     layer_field,
+    picks,
     position_field,
     site_axes,
     site_field,
 )
+from nnrun.sites import is_named_site, site_of
 
 
 @register
@@ -40,6 +46,7 @@ class Write(NodeType):
         site: str = site_field()
         layer: LayerSpec | None = layer_field()
         position: PositionSpec = position_field()
+        head: HeadSpec | None = head_field()
         mode: Literal["replace", "add", "patch"] = "replace"
         constant: float | None = Field(None, description="replace/add this number instead of "
                                                          "an input edge (0 = zero-ablation)")
@@ -47,7 +54,11 @@ class Write(NodeType):
         at: Literal["output", "input"] = Field("output", description="for module paths only")
 
     def check(self, p, ctx):
-        issues = check_site(p, ctx)
+        issues = check_site(p, ctx) + check_head(p, ctx)
+        if is_named_site(p.site) and not site_of(p.site).writable:
+            issues.append(Issue("read_only_site", f"site `{p.site}` can be read but a write "
+                                "there would not change what the model computes",
+                                ctx.path + ".site", ctx.node))
         if p.constant is not None and p.constant != p.constant or \
                 p.constant in (float("inf"), float("-inf")):
             issues.append(Issue("invalid_value", f"`constant` must be a finite number, found "
@@ -67,7 +78,7 @@ class Write(NodeType):
     def emit(self, p, ctx):
         stmts = []
         for ref in ctx.site_refs(p.site, p.layer, p.at):
-            target = ctx.target(ref.code, p.position)
+            target = ctx.target(ref.code, p.position, after_position(p))
             value = self._value(p, ctx, ref)
             if p.mode == "add":
                 value = f"{target} + {ctx.literal(p.coefficient)} * {value}"
@@ -80,27 +91,53 @@ class Write(NodeType):
             return ctx.literal(p.constant)
         source, axes = ctx.input("value"), ctx.in_axes("value")
         # A value with a `layer` axis gives each written layer its own slice.
-        source += ctx.layer_index_into("value", ref.layer) if "layer" in axes else ""
-        if p.mode != "patch":
+        if "layer" in axes:
+            source += ctx.layer_index_into("value", ref.layer)
+            axes = tuple(a for a in axes if a != "layer")
+        source, axes = _picked(p, ctx, source, axes)
+        if p.mode != "patch" and p.position == "all" and axes == ("example", site_axes(p.site)[-1]):
             # One vector per example written at every position: broadcast over positions.
-            spread = p.position == "all" and "position" not in axes and "example" in axes
-            return f"{source}.unsqueeze(-2)" if spread else source
-        # Patching copies the same position as the write.
-        return ctx.select(source, p.position) if "position" in axes else source
+            return f"{source}.unsqueeze(-2)"
+        return source
+
+
+def _picked(p, ctx, source: str, axes: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The value at what the write picks, and the axes left: its position when patching (the
+    same token as the write), and its head when the write takes one head of a value that has
+    them all."""
+    after = after_position(p)
+    head = {a: spec for a, spec in zip(site_axes(p.site)[2:], after) if picks(spec)}
+    left = tuple(a for a in axes if a not in head)
+    if p.mode == "patch" and p.position != "all" and "position" in axes:
+        kept = tuple(spec if a in axes else None for a, spec in zip(site_axes(p.site)[2:], after))
+        left = tuple(a for a in left if a != "position")
+        return ctx.select(source, p.position, kept, len(left) - 1), left
+    index = [ctx.index(head.get(axis)) for axis in axes]
+    while index and index[-1] == ":":
+        index.pop()
+    return (f"{source}[{', '.join(index)}]" if index else source), left
 
 
 def _check_value_axes(p, value: tuple[str, ...]) -> None:
     """The written value must fit the site: after taking this layer's slice (and, when
-    patching, this position) its axes are the site's, or trailing ones that broadcast."""
-    target = site_axes(p.site)
+    patching, this position; and the head the write takes) its axes are the site's, or
+    trailing ones that broadcast."""
+    site = site_axes(p.site)
+    picked = {a for a, spec in zip(site[2:], after_position(p)) if picks(spec)}
     if p.position != "all":
-        target = tuple(a for a in target if a != "position")
-    fitted = tuple(a for a in value if a != "layer")
+        picked.add("position")
+    target = tuple(a for a in site if a not in picked)
+    fitted = tuple(a for a in value if a != "layer" and (a not in picked or a == "position"))
     if p.mode == "patch" and p.position != "all":
         fitted = tuple(a for a in fitted if a != "position")
     spread = p.mode != "patch" and p.position == "all" and fitted == ("example", target[-1])
     if "layer" in value and p.layer is None:
         raise ValueError(f"the value has a `layer` axis but `{p.site}` takes no layer")
+    per_example = tuple(a for a in value if a != "layer")[:2] == ("example", "position")
+    if p.mode == "patch" and p.position != "all" and "position" in value and not per_example:
+        raise ValueError("patching one position takes it from a per-example value with axes "
+                         "(example, position, ...); write a dataset-level value with "
+                         "mode: replace and position: all")
     if fitted == target[len(target) - len(fitted):] and fitted or spread:
         return
     raise ValueError(f"a value with axes ({', '.join(value)}) cannot be written at `{p.site}` "

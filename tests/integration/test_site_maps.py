@@ -163,3 +163,22 @@ def test_builtin_patching_validates_on_tiny_neox(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "is valid" in proc.stdout
+
+
+@pytest.mark.parametrize("model_type", sorted(MODEL_TYPES))
+def test_attention_heads_site_holds_n_heads_times_head_dim(model_type):
+    """The per-head site's input splits into ModelInfo's (n_heads, head_dim) on every family."""
+    from nnrun.model_info import info_from_config
+
+    info = info_from_config(tiny_config(model_type))
+    model = build(model_type)
+    template, event = resolve("attention_heads", info.family)
+    captured = []
+    model.get_submodule(template.format(layer=0)).register_forward_pre_hook(
+        lambda m, args: captured.append(args[0]))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[3, 5, 7]]))
+    assert event == "input"
+    assert captured[0].shape[-1] == info.n_heads * info.head_dim
+    assert captured[0].unflatten(-1, (info.n_heads, info.head_dim)).shape[-2:] == (
+        info.n_heads, info.head_dim)
