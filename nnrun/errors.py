@@ -10,7 +10,8 @@ anything else that escapes is a bug in nnrun and keeps its traceback.
   ├── CompileError           12  the graph cannot be expressed as an nnsight program (schedule.py)
   ├── ModelError             13  the model cannot be found or loaded                 (models.py)
   ├── RunError               14  the program failed while executing node <id>         (run.py)
-  └── OutputError            15  the run directory could not be written              (outputs.py)
+  ├── OutputError            15  the run directory could not be written              (outputs.py)
+  └── BackendError           16  the remote service, key or model cannot be used     (backends.py)
 """
 
 from __future__ import annotations
@@ -116,11 +117,19 @@ class OutputError(NnrunError):
     exit_code = 15
 
 
+class BackendError(NnrunError):
+    """The remote backend cannot be used: no API key, a local model, an unreachable or failing
+    service, a model it does not host."""
+
+    exit_code = 16
+
+
 EXIT_CODES: dict[str, int] = {
     "ok": 0,
     "internal error (a bug in nnrun: please report it with the traceback)": 1,
     **{cls.__name__: cls.exit_code for cls in
-       (CommandLineError, ConfigError, GraphError, CompileError, ModelError, RunError, OutputError)},
+       (CommandLineError, ConfigError, GraphError, CompileError, ModelError, RunError, OutputError,
+        BackendError)},
     "interrupted (Ctrl-C)": 130,
 }
 

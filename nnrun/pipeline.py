@@ -22,7 +22,7 @@ from nnrun.data import ColumnUse
 from nnrun.errors import ConfigError, NnrunError
 from nnrun.graph import Graph, build_graph
 from nnrun.load import line_of, load_experiment
-from nnrun.models import ModelSpec, describe, load_model, load_tokenizer, model_info
+from nnrun.models import ModelSpec, describe, load_tokenizer, model_info
 from nnrun.schema import ExperimentSpec
 
 STAGES = ("validate", "plan", "export", "run", "modules")
@@ -78,6 +78,9 @@ def validate(config: dict[str, Any], source: Path | None = None) -> Compiled:
     """Schema + graph lint against the model's module tree (config only, no weights)."""
     check_run_settings(config)
     model = model_spec(config)
+    from nnrun.backends import backend_spec
+
+    backend_spec(config)
     try:
         spec = load_experiment(config, source)
     except ConfigError as err:  # add the graph problems among the well-formed nodes
@@ -180,15 +183,20 @@ def config_hash(config: dict[str, Any]) -> str:
 def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
         overrides: list[str] | None = None) -> Path:
     """The whole job: compile, load the model, execute, write the run directory."""
+    from nnrun.backends import Backend, backend_spec
     from nnrun.budget import check_budget
     from nnrun.outputs import RunDir
-    from nnrun.writer import open_sinks, write_static
+    from nnrun.writer import write_static
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with _failure_recorded(config, source, run_dir, overrides or []):
+        backend = Backend(backend_spec(config), model_spec(config))
+        backend.preflight()  # a remote run that cannot start fails before any work
         compiled = compile_program(config, source)
-        check_budget(compiled)  # refused before any weights load
+        compiled.batch_size = backend.cap_batch(compiled.batch_size)
+        if not backend.spec.remote:  # the budget is this machine's memory
+            check_budget(compiled)  # refused before any weights load
     timings["compile"] = time.perf_counter() - t0
     out = RunDir(run_dir)
     info = compiled.graph.info  # what the model really is, whatever the preset said
@@ -198,26 +206,12 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
     try:
         write_static(out, compiled, config)
         t0 = time.perf_counter()
-        model = load_model(compiled.model)
+        model = backend.load_model()
         timings["load_model"] = time.perf_counter() - t0
         import torch
 
         torch.manual_seed(config.get("seed", 0))
-        from nnrun.run import execute
-
-        t0 = time.perf_counter()
-        sinks = open_sinks(out, compiled, config_hash(config))
-        try:
-            with _located_in(source):  # a failing node is shown at its line of the file
-                values = execute(compiled, model, consume=sinks.update_chunk, collect=False,
-                                 progress=True)
-            timings["execute"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            sinks.close(values)
-        except BaseException:
-            sinks.abort()
-            raise
-        timings["write"] = time.perf_counter() - t0
+        _execute_into(out, compiled, model, backend, config, source, timings)
         out.manifest["examples"] = compiled.binding.n_examples
         out.manifest["batch_size"] = compiled.batch_size
         out.manifest["memory_estimate_bytes"] = {**vars(compiled.memory),
@@ -225,11 +219,41 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
                                                  "budget": compiled.memory_budget}
     except BaseException as err:
         out.manifest["timings_s"] = timings
+        out.manifest["backend"] = backend.record()
         out.finish(error_record(err))
         raise
+    out.manifest["backend"] = backend.record()
     out.manifest["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
     out.finish()
     return run_dir
+
+
+def _execute_into(out, compiled: Compiled, model, backend, config: dict[str, Any],
+                  source: Path | None, timings: dict[str, float]) -> None:
+    """Run every chunk on the backend, streaming values into the run directory's sinks."""
+    from nnrun.errors import RunError
+    from nnrun.run import execute
+    from nnrun.writer import open_sinks
+
+    t0 = time.perf_counter()
+    sinks = open_sinks(out, compiled, config_hash(config))
+    try:
+        with _located_in(source):  # a failing node is shown at its line of the file
+            try:
+                values = execute(compiled, model, consume=sinks.update_chunk, collect=False,
+                                 progress=True, backend=backend)
+            except RunError as err:
+                remote = backend.failure(err)
+                if remote is None:
+                    raise
+                raise remote from err
+        timings["execute"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sinks.close(values)
+    except BaseException:
+        sinks.abort()
+        raise
+    timings["write"] = time.perf_counter() - t0
 
 
 def experiment_record(compiled: Compiled, config: dict[str, Any], source: Path | None):

@@ -138,6 +138,8 @@ FORBIDDEN_KEYS: dict[str, tuple[str, str, str]] = {
               "is loaded (path, trust_remote_code, allow_pickle, device, ...)",
               "choose the model on your command line (`model=gpt2 model.path=/my/ckpt "
               "model.trust_remote_code=true`) or in your own configs/model/*.yaml"),
+    "backend": ("forbidden_backend", "an experiment file may not choose where it runs",
+                "choose the backend on your command line (backend=ndif)"),
     "export_path": ("forbidden_path", "an experiment file may not choose where files are "
                     "written", "pass export_path=... on your command line"),
 }

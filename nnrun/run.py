@@ -47,12 +47,13 @@ def import_program(path: Path):
 
 
 def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = None,
-            collect: bool = True, progress: bool = False) -> dict[str, Any]:
+            collect: bool = True, progress: bool = False, backend=None) -> dict[str, Any]:
     """Run the compiled program over every chunk of examples, then its `finish`.
 
     Args:
         compiled: a `pipeline.Compiled` (program, binding, graph, batch size).
         consume: called with each chunk's values (the run directory's sinks stream them).
+        backend: a `nnrun.backends.Backend` giving each chunk's context arguments (None: local).
         collect: also return every per-chunk value joined along its `example` axis (tests,
             small runs); without it memory stays bounded by a chunk.
         progress: show a progress bar (chunks, rate, ETA) on a terminal.
@@ -76,8 +77,11 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
     parts: dict[str, list[Any]] = {nid: [] for nid in schedule.returns} if collect else {}
     chunks = chunk_ranges(binding.n_examples, compiled.batch_size)
     for start, stop in _progress(chunks, progress, binding.n_examples):
-        data = chunk_data(binding, start, stop, getattr(model, "device", "cpu"))
+        data = chunk_data(binding, start, stop, getattr(model, "device", "cpu"),
+                          backend.chunk_kwargs() if backend is not None else None)
         values = call_program(program, path, module.run, model, data, graph=graph)
+        if backend is not None:
+            backend.chunk_done()
         for nid, reducer in reducers.items():
             reducer.update(values[graph.nodes[nid].sources[0]])
         if consume is not None:
