@@ -8,6 +8,10 @@ starts empty), an empty `experiment` group in Hydra's ConfigStore, a cleared Glo
 working directory, environment, `sys.argv`, root logger and stdio put back afterwards. An
 exception escaping `main` is turned into what the interpreter would do with it: its traceback on
 stderr and exit code 1 (so a test that asserts "no traceback" catches it).
+
+One thing is shared between calls: an experiment file with the same path and the same bytes is
+checked and parsed once (`cli._checked_node` is a function of the file: the packaged
+experiments, registered by every call, would otherwise be parsed again each time).
 """
 
 from __future__ import annotations
@@ -81,7 +85,20 @@ def _fresh_cli():
 
     GlobalHydra.instance().clear()
     ConfigStore.instance().repo.pop("experiment", None)  # experiments of earlier calls
-    return importlib.reload(nnrun.cli)
+    cli = importlib.reload(nnrun.cli)
+    checked = cli._checked_node
+
+    def checked_once(path: Path):
+        key = (str(path), Path(path).read_bytes())
+        if key not in _CHECKED:
+            _CHECKED[key] = checked(path)
+        return _CHECKED[key]
+
+    cli._checked_node = checked_once
+    return cli
+
+
+_CHECKED: dict[tuple[str, bytes], object] = {}  # (path, bytes) -> the config node (or refusal)
 
 
 def _exit_code(value, err: io.StringIO) -> int:
