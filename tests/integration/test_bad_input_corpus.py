@@ -542,7 +542,7 @@ MODEL_MISMATCH = [
          CONFIG, "prompt_too_long", "graph.scopes[0]", "clean_run", SCOPE_CLEAN, stage="plan",
          also=("132 tokens", "128 positions"), codes=("prompt_too_long",), problems=2),
     case("model_not_in_offline_cache", BASE, MODEL, "model_unavailable", "model.path",
-         args=("model=gpt2",), also=("offline",), problems=1),
+         args=("model.path=nnrun-test/no-such-model",), also=("offline",), problems=1),
     case("model_path_missing", BASE, MODEL, "model_not_found", "model.path",
          args=("model.path=/nonexistent/checkpoint",), also=("/nonexistent/checkpoint",),
          problems=1),
