@@ -114,6 +114,10 @@ class EmitContext:
     def input(self, port: str) -> str:
         return self.var(self._source(port).id)
 
+    def source(self, port: str) -> str:
+        """The id of the node feeding `port`."""
+        return self._source(port).id
+
     def in_axes(self, port: str) -> tuple[str, ...]:
         return self.graph.source_axes(self.node_id, self._source(port).id)
 
@@ -335,6 +339,11 @@ def _finish(w: _Writer, graph: Graph, schedule: Schedule, var) -> None:
 def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Schedule,
            names: Namespace, backend: str) -> None:
     s = trace.scope
+    grads = [nid for plan in trace.invokes for nid in dict.fromkeys(n for n, _ in plan.stmts)
+             if graph.nodes[nid].type.needs_grad]
+    if grads:  # run() is under no_grad: only the traces that need gradients keep them
+        w.add(depth, f"with torch.enable_grad():  # gradients for: {', '.join(grads)}")
+        depth += 1
     if s.kind == "generate":
         n = s.max_new_tokens
         w.add(depth, f"with model.generate(max_new_tokens={n}, min_new_tokens={n}, "
@@ -354,6 +363,7 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
             w.add(body, f"{points(nid)} = list(){save}  # one entry per loop point", nid)
     for plan in trace.invokes:
         _invoke(w, body, plan, graph, schedule, names, barrier)
+    depth -= 1 if grads else 0
     for plan in trace.invokes:
         for nid in plan.collect:
             save = ".save()" if schedule.session and nid in schedule.saves else ""
@@ -390,6 +400,7 @@ def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Sc
         depth += 1
         first_step = f"if {step} == 0:  # nodes of the invoke itself run at the first step"
     guarded = False
+    every = _all_stmts(plan)
     for i, (nid, stmt) in enumerate(plan.stmts):
         at = depth
         if first_step and nid not in plan.step_nodes:
@@ -400,17 +411,38 @@ def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Sc
             guarded = False
         for name in plan.barriers.get(i, []):
             w.add(at, f"{barrier[name]}()")
-        loops = plan.loops(nid)
-        w.add(at, _annotated(stmt.code, nid, graph, var(nid), loops), nid)
-        if nid in schedule.saves and not loops and _is_last(plan, i):
-            w.add(at, f"{var(nid)}.save()", nid)
-        if loops and nid in plan.collect and _is_last(plan, i):
-            points = names.name(("points", nid), f"{var(nid)}_points")
-            w.add(at, f"{points}.append({var(nid)})", nid)
+        _statement(w, at, plan, i, every, graph, schedule, names)
     for name in plan.barriers.get(len(plan.stmts), []):
         w.add(depth, f"{barrier[name]}()")
+    if plan.backward is not None:
+        metric, stmts = plan.backward
+        w.add(depth, f"with {var(metric)}.sum().backward():  # gradients of {metric} "
+                     "(per example: the examples are independent), in reverse firing order",
+              stmts[0][0])
+        for i in range(len(stmts)):
+            _statement(w, depth + 1, plan, len(plan.stmts) + i, every, graph, schedule, names)
     if not plan.stmts:
         w.add(depth, "pass")
+
+
+def _all_stmts(plan: InvokePlan) -> list:
+    """The invoke's statements in program order: forward, then the backward block."""
+    return plan.stmts + (plan.backward[1] if plan.backward else [])
+
+
+def _statement(w: _Writer, at: int, plan: InvokePlan, i: int, every: list, graph: Graph,
+               schedule: Schedule, names: Namespace) -> None:
+    """Statement `i` of the invoke, then (after a node's last one) its save or collection."""
+    var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
+    nid, stmt = every[i]
+    loops = plan.loops(nid)
+    w.add(at, _annotated(stmt.code, nid, graph, var(nid), loops), nid)
+    last = all(n != nid for n, _ in every[i + 1:])
+    if nid in schedule.saves and not loops and last:
+        w.add(at, f"{var(nid)}.save()", nid)
+    if loops and nid in plan.collect and last:
+        points = names.name(("points", nid), f"{var(nid)}_points")
+        w.add(at, f"{points}.append({var(nid)})", nid)
 
 
 def _axes(graph: Graph, nid: str, point: bool = False) -> str:
@@ -427,6 +459,3 @@ def _annotated(code: str, node_id: str, graph: Graph, name: str, point: bool = F
     return f"{code}  # node: {node_id}{axes}"
 
 
-def _is_last(plan: InvokePlan, i: int) -> bool:
-    nid = plan.stmts[i][0]
-    return all(n != nid for n, _ in plan.stmts[i + 1:])

@@ -27,6 +27,9 @@ class InvokePlan:
     step_nodes: set[str] = field(default_factory=set)  # nodes of the step scope (others: step 0)
     barriers: dict[int, list[str]] = field(default_factory=dict)  # call before stmt index
     collect: list[str] = field(default_factory=list)  # loop node values appended per point
+    # After the forward statements: the backward pass of one metric's sum (its node id) and
+    # the statements inside it, gradient requests in reverse firing order.
+    backward: tuple[str, list[tuple[str, Stmt]]] | None = None
 
     @property
     def looped(self) -> bool:
@@ -178,9 +181,13 @@ def _traces(graph: Graph, binding: Binding) -> list[TracePlan]:
 
 
 def _ranks(plan: InvokePlan, graph: Graph, point: dict) -> list[int | None]:
+    return _stmt_ranks(plan.stmts, graph, point)
+
+
+def _stmt_ranks(stmts, graph: Graph, point: dict) -> list[int | None]:
     info = graph.info
     out = []
-    for _, stmt in plan.stmts:
+    for _, stmt in stmts:
         if stmt.access is None or info is None:
             out.append(None)
             continue
@@ -190,10 +197,14 @@ def _ranks(plan: InvokePlan, graph: Graph, point: dict) -> list[int | None]:
 
 
 def _order_invoke(plan: InvokePlan, graph: Graph) -> list[Issue]:
-    """Sort statements into firing order (stable w.r.t. data order) and verify every point."""
+    """Sort statements into firing order (stable w.r.t. data order) and verify every point;
+    statements of the backward pass go into `plan.backward`, in reverse firing order."""
     points = [dict(zip(plan.binding.loop_vars, p)) for p in plan.binding.points]
+    issues = _split_backward(plan, graph, points)
+    if issues:
+        return issues
     ranks = _ranks(plan, graph, points[0])
-    plan.stmts = _list_schedule(plan.stmts, ranks, graph)
+    plan.stmts = _list_schedule(plan.stmts, ranks, graph, _backward_inputs(plan))
     for point in points:
         ranks = [r for r in _ranks(plan, graph, point) if r is not None]
         bad = next((i for i in range(1, len(ranks)) if ranks[i] < ranks[i - 1]), None)
@@ -202,11 +213,56 @@ def _order_invoke(plan: InvokePlan, graph: Graph) -> list[Issue]:
     return []
 
 
-def _list_schedule(stmts, ranks, graph: Graph):
+def _backward_inputs(plan: InvokePlan) -> dict[str, set[str]]:
+    """Per node, the metric its backward statements differentiate: its forward statements
+    (binding the activations) must not wait for it."""
+    out: dict[str, set[str]] = {}
+    for nid, stmt in plan.backward[1] if plan.backward else []:
+        out.setdefault(nid, set()).add(stmt.grad_of)
+    return out
+
+
+def _split_backward(plan: InvokePlan, graph: Graph, points: list[dict]) -> list[Issue]:
+    """Move the backward statements out of the forward list; check that they differentiate
+    one metric computed in this invoke, reachable in reverse firing order at every point."""
+    backward = [(nid, s) for nid, s in plan.stmts if s.grad_of is not None]
+    if not backward:
+        return []
+    plan.stmts = [(nid, s) for nid, s in plan.stmts if s.grad_of is None]
+    first = backward[0][0]
+    node = graph.nodes[first]
+    if graph.trace_of(plan.scope.id).kind == "generate":
+        return [Issue("grad_in_generate", f"`{first}` needs gradients, which generation does "
+                      "not keep (transformers generates without them)", node.path, first,
+                      "take gradients in a trace scope")]
+    metrics = list(dict.fromkeys(s.grad_of for _, s in backward))
+    if len(metrics) > 1:
+        return [Issue("several_backward", f"invoke `{plan.scope.id}` differentiates "
+                      f"{', '.join(metrics)}; one backward pass per invoke", node.path, first,
+                      "take every gradient of this invoke with respect to one metric, or put "
+                      "the other metric's gradients in another trace")]
+    if metrics[0] not in {nid for nid, _ in plan.stmts}:
+        return [Issue("metric_elsewhere", f"`{first}` differentiates `{metrics[0]}`, which is "
+                      f"not computed in invoke `{plan.scope.id}`", node.path, first,
+                      f"give `{metrics[0]}` (and the reads it uses) the scope of `{first}`")]
+    ranks = _stmt_ranks(backward, graph, points[0])
+    ordered = _list_schedule(backward, [None if r is None else -r for r in ranks], graph)
+    for point in points:
+        got = [r for r in _stmt_ranks(ordered, graph, point) if r is not None]
+        if any(b > a for a, b in zip(got, got[1:])):
+            return [Issue("out_of_order", f"in invoke `{plan.scope.id}`, the gradients are not "
+                          "requested in reverse firing order", node.path, first)]
+    plan.backward = (metrics[0], ordered)
+    return []
+
+
+def _list_schedule(stmts, ranks, graph: Graph, later: dict[str, set[str]] | None = None):
     """Merge per-node statement lists: pure computations as soon as ready, model accesses by rank.
 
-    A node's statements keep their own order; a node starts once all its inputs are complete.
+    A node's statements keep their own order; a node starts once all its inputs are complete,
+    except the inputs in `later[node]` (used only by its statements in the backward pass).
     """
+    later = later or {}
     by_node: dict[str, list[int]] = {}
     for i, (nid, _) in enumerate(stmts):
         by_node.setdefault(nid, []).append(i)
@@ -216,7 +272,8 @@ def _list_schedule(stmts, ranks, graph: Graph):
     topo = {nid: graph.order.index(nid) for nid in by_node}
     while len(result) < len(stmts):
         ready = [nid for nid in by_node if cursor[nid] < len(by_node[nid]) and all(
-            s in done_nodes or s not in by_node for s in graph.nodes[nid].sources)]
+            s in done_nodes or s not in by_node or s in later.get(nid, ())
+            for s in graph.nodes[nid].sources)]
         def key(nid):
             i = by_node[nid][cursor[nid]]
             return (ranks[i] is not None, ranks[i] or 0, topo[nid])

@@ -57,10 +57,13 @@ class Access:
 @dataclass(frozen=True)
 class Stmt:
     """One line of generated Python. `access` is set when the line touches the model, so the
-    scheduler can put it in forward-execution order."""
+    scheduler can put it in forward-execution order. `grad_of` (a node id: a per-example metric
+    of the same invoke) puts the line in the backward pass of that metric's sum, a block after
+    the forward lines, where the scheduler orders accesses in reverse firing order."""
 
     code: str
     access: Access | None = None
+    grad_of: str | None = None
 
 
 class NodeType:
@@ -79,6 +82,7 @@ class NodeType:
     touches_model: ClassVar[bool] = False   # must run inside an invoke (reads/writes activations)
     is_sink: ClassVar[bool] = False         # consumes values after the program ran (save, plots)
     has_output: ClassVar[bool] = True
+    needs_grad: ClassVar[bool] = False      # its trace runs with gradients enabled
     preamble: ClassVar[str] = ""            # helper functions the emitted code calls
     # How a sink consumes a value computed chunk by chunk over the examples (nnrun.sinks):
     # `collect` (concatenate, then write_artifacts), `stream` (append to disk per chunk) or
