@@ -90,12 +90,21 @@ def _columns_without_data(spec: ExperimentSpec) -> list[Issue]:
 def load_experiment_file(path: Path) -> ExperimentSpec:
     """Load an experiment YAML or JSON file directly (no Hydra; `${params.x}` is resolved)."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from nnrun.policy import load_experiment_yaml
 
     raw = load_experiment_yaml(path)  # refuses alias bombs, `_target_`, `hydra`, `model`, ...
     raw.pop("defaults", None)
-    return load_experiment(OmegaConf.to_container(raw, resolve=True), path)
+    try:
+        config = OmegaConf.to_container(raw, resolve=True)
+    except OmegaConfBaseException as err:  # `${params.missing}`, a bad interpolation grammar
+        issue = Issue("unresolved_interpolation", str(err).splitlines()[0],
+                      str(getattr(err, "full_key", "") or ""),
+                      hint="check the ${...} reference (e.g. ${params.x} needs params.x)")
+        raise ConfigError("the experiment could not be resolved:", [
+            locate(issue, path, OmegaConf.to_container(raw, resolve=False))]) from None
+    return load_experiment(config, path)
 
 
 _SCALAR_TAGS = {"int", "str", "float", "bool", "none", "list", "dict"}

@@ -30,6 +30,7 @@ from nnrun.bind import bind
 from nnrun.codegen import LOOP_NAMES, PROGRAM_NAMES, Namespace, generate
 from nnrun.errors import CompileError, NnrunError
 from nnrun.graph import build_graph
+from nnrun.load import load_experiment_file
 from nnrun.nodes import REGISTRY
 from nnrun.schema import ExperimentSpec
 from nnrun.sites import SITES, site_needs_layer
@@ -242,8 +243,13 @@ def test_random_yaml_raises_only_nnrun_errors(text, tmp_path_factory):
         cli._raise_if_refused(cfg)
         config = cli._to_container(cfg, path)
     except NnrunError:
-        return
-    through_the_pipeline(config, path)
+        config = None
+    if config is not None:
+        through_the_pipeline(config, path)
+    try:  # the direct loader (no Hydra) too
+        load_experiment_file(path)
+    except NnrunError:
+        pass
 
 
 # --- (c) the schedule obeys nnsight's rules ---------------------------------------------------
