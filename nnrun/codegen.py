@@ -26,12 +26,13 @@ from nnrun.graph import Graph
 from nnrun.loops import LOOPS
 from nnrun.nodes.base import Access
 from nnrun.nodes.fields import concrete_layers, loop_var
-from nnrun.schedule import InvokePlan, Schedule, TracePlan, make_schedule
+from nnrun.schedule import InvokePlan, PassPlan, Schedule, TracePlan, make_schedule
 from nnrun.sites import python_ref, resolve, site_of
 
 # Names the program itself uses: the arguments, the parts of `data`, loop variables.
 PROGRAM_NAMES = ("model", "data", "values", "torch", "tracer", "run", "finish", "decode_ids",
-                 "rows", "prompts", "points", "index", "mask", "tokens", "backend")
+                 "rows", "prompts", "points", "index", "mask", "tokens", "backend", "given",
+                 "PASSES")
 LOOP_NAMES = (*LOOPS, "step")  # claimed first, so they keep their own names
 MAX_PROGRAM_LINES = 20_000
 
@@ -281,22 +282,20 @@ def generate(graph: Graph, binding: Binding, source_name: str = "") -> Program:
     emit = lambda nid: graph.nodes[nid].type.emit(graph.nodes[nid].params, ctx[nid])  # noqa: E731
     schedule = make_schedule(graph, binding, emit)
     w = _Writer()
-    var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
     _header(w, graph, schedule, source_name)
-    w.add(0, "@torch.no_grad()")
-    w.add(0, "def run(model, data):")
-    w.add(1, '"""One chunk of examples -> the values reducers and sinks need."""')
-    w.add(1, RUN_PROLOGUE)
-    depth = 1
-    if schedule.session:  # the outermost context carries the backend: one remote job
-        w.add(1, "with model.session(**backend):")
-        depth = 2
-    for trace in schedule.traces:
-        _trace(w, depth, trace, graph, schedule, names, "" if schedule.session else "**backend")
-    for nid, stmt in schedule.post:
-        w.add(1, _annotated(stmt.code, nid, graph, var(nid)), nid)
-    w.add(1, _return(schedule.returns, var))
-    _finish(w, graph, schedule, var)
+    functions = []
+    for plan in schedule.passes:
+        run, finish = ("run", "finish") if plan.index == 0 else (
+            names.name(("pass", plan.index), f"run_{plan.index}"),
+            names.name(("pass_finish", plan.index), f"finish_{plan.index}"))
+        _run(w, run, plan, graph, schedule, names)
+        _finish(w, finish, plan, graph, names)
+        functions.append(f"({run}, {finish}, {tuple(plan.given)!r})")
+    w.add(0, "")
+    w.add(0, "")
+    w.add(0, "# The passes over the dataset, in order: (run per chunk, finish once, the values of "
+             "earlier passes\n# that run() takes from data['given']).")
+    w.add(0, f"PASSES = [{', '.join(functions)}]")
     if len(w.lines) > MAX_PROGRAM_LINES:
         from nnrun.errors import CompileError, Issue
 
@@ -324,21 +323,48 @@ def _return(nids: list[str], var) -> str:
     return "return {" + ", ".join(f"{nid!r}: {var(nid)}" for nid in nids) + "}"
 
 
-def _finish(w: _Writer, graph: Graph, schedule: Schedule, var) -> None:
-    w.add(0, "")
-    w.add(0, "")
-    w.add(0, "def finish(values):")
-    w.add(1, '"""Once, after every chunk: what follows the statistics over examples."""')
-    for nid in schedule.final_inputs:
-        w.add(1, f"{var(nid)} = values[{nid!r}]  # {_axes(graph, nid)}", nid)
-    for nid, stmt in schedule.final:
+def _run(w: _Writer, name: str, plan: PassPlan, graph: Graph, schedule: Schedule,
+         names: Namespace) -> None:
+    var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
+    if plan.index:
+        w.add(0, "")
+        w.add(0, "")
+    w.add(0, "@torch.no_grad()")
+    w.add(0, f"def {name}(model, data):")
+    w.add(1, '"""One chunk of examples -> the values reducers and sinks need'
+             + (f" (pass {plan.index})." if plan.index else ".") + '"""')
+    w.add(1, RUN_PROLOGUE)
+    if plan.given:
+        w.add(1, 'given = data["given"]  # statistics over the dataset from earlier passes')
+    for nid in plan.given:
+        w.add(1, f"{var(nid)} = given[{nid!r}]  # {_axes(graph, nid)}", nid)
+    depth = 1
+    if plan.session:  # the outermost context carries the backend: one remote job
+        w.add(1, "with model.session(**backend):")
+        depth = 2
+    for trace in plan.traces:
+        _trace(w, depth, trace, graph, schedule, names, plan.session)
+    for nid, stmt in plan.post:
         w.add(1, _annotated(stmt.code, nid, graph, var(nid)), nid)
-    w.add(1, _return(schedule.final_returns, var))
+    w.add(1, _return(plan.returns, var))
+
+
+def _finish(w: _Writer, name: str, plan: PassPlan, graph: Graph, names: Namespace) -> None:
+    var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
+    w.add(0, "")
+    w.add(0, "")
+    w.add(0, f"def {name}(values):")
+    w.add(1, '"""Once, after every chunk: what follows the statistics over examples."""')
+    for nid in plan.final_inputs:
+        w.add(1, f"{var(nid)} = values[{nid!r}]  # {_axes(graph, nid)}", nid)
+    for nid, stmt in plan.final:
+        w.add(1, _annotated(stmt.code, nid, graph, var(nid)), nid)
+    w.add(1, _return(plan.final_returns, var))
 
 
 def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Schedule,
-           names: Namespace, backend: str) -> None:
-    s = trace.scope
+           names: Namespace, session: bool) -> None:
+    s, backend = trace.scope, "" if session else "**backend"
     grads = [nid for plan in trace.invokes for nid in dict.fromkeys(n for n, _ in plan.stmts)
              if graph.nodes[nid].type.needs_grad]
     if grads:  # run() is under no_grad: only the traces that need gradients keep them
@@ -359,14 +385,14 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
     points = lambda nid: names.name(("points", nid), f"{var(nid)}_points")  # noqa: E731
     for plan in trace.invokes:
         for nid in plan.collect:
-            save = "" if schedule.session or nid not in schedule.saves else ".save()"
+            save = "" if session or nid not in schedule.saves else ".save()"
             w.add(body, f"{points(nid)} = list(){save}  # one entry per loop point", nid)
     for plan in trace.invokes:
         _invoke(w, body, plan, graph, schedule, names, barrier)
     depth -= 1 if grads else 0
     for plan in trace.invokes:
         for nid in plan.collect:
-            save = ".save()" if schedule.session and nid in schedule.saves else ""
+            save = ".save()" if session and nid in schedule.saves else ""
             w.add(depth, f"{var(nid)} = {_stacked(plan, nid, points(nid))}"
                          f"{save}  # {_axes(graph, nid)}", nid)
 

@@ -76,15 +76,19 @@ def main(out_dir="export_outputs"):
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), DATA_FILE)) as f:
         data = json.load(f)
     model, n = load_model(), len(data["prompts"][next(iter(data["prompts"]))])
-    parts = {{}}
-    for start in range(0, n, BATCH_SIZE):
-        for name, value in run(model, chunk(data, start, min(start + BATCH_SIZE, n))).items():
-            parts.setdefault(name, []).append(value)
-    values = {{k: torch.cat(v, EXAMPLE_DIM[k]) if isinstance(v[0], torch.Tensor) else
-              [x for part in v for x in part] for k, v in parts.items()}}
-    values.update({{k: reduce(values[src], EXAMPLE_DIM[src], stat)
-                   for k, (src, stat) in REDUCERS.items()}})
-    values.update(finish(values))
+    values = {{}}
+    for run_pass, finish_pass, given in PASSES:  # later passes use statistics of earlier ones
+        parts = {{}}
+        for start in range(0, n, BATCH_SIZE):
+            part = chunk(data, start, min(start + BATCH_SIZE, n))
+            part["given"] = {{k: values[k] for k in given}}
+            for name, value in run_pass(model, part).items():
+                parts.setdefault(name, []).append(value)
+        values.update({{k: torch.cat(v, EXAMPLE_DIM[k]) if isinstance(v[0], torch.Tensor) else
+                       [x for part in v for x in part] for k, v in parts.items()}})
+        values.update({{k: reduce(values[src], EXAMPLE_DIM[src], stat)
+                       for k, (src, stat) in REDUCERS.items() if src in parts}})
+        values.update(finish_pass(values))
     os.makedirs(out_dir, exist_ok=True)
     for save_node, source in SAVES.items():
         value = values[source]

@@ -72,27 +72,38 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
     schedule = program.schedule
     path = materialize(program)
     module = import_program(path)
-    reducers = {nid: graph.nodes[nid].type.reducer(graph.nodes[nid].params, graph.input_axes(nid))
-                for nid in schedule.reducers}
     parts: dict[str, list[Any]] = {nid: [] for nid in schedule.returns} if collect else {}
     chunks = chunk_ranges(binding.n_examples, compiled.batch_size)
-    for start, stop in _progress(chunks, progress, binding.n_examples):
-        data = chunk_data(binding, start, stop, getattr(model, "device", "cpu"),
-                          backend.chunk_kwargs() if backend is not None else None)
-        values = call_program(program, path, module.run, model, data, graph=graph)
-        if backend is not None:
-            backend.chunk_done()
-        for nid, reducer in reducers.items():
-            reducer.update(values[graph.nodes[nid].sources[0]])
-        if consume is not None:
-            consume(values)
-        for nid in parts:
-            parts[nid].append(values[nid])
-    reduced = {nid: reducer.finalize() for nid, reducer in reducers.items()}
-    finals = call_program(program, path, module.finish, reduced, graph=graph)
+    device = getattr(model, "device", "cpu")
+    dataset_level: dict[str, Any] = {}   # reductions and finish() values, pass after pass
+    for plan, (run, finish, given) in zip(schedule.passes, module.PASSES):
+        reducers = {nid: graph.nodes[nid].type.reducer(graph.nodes[nid].params,
+                                                       graph.input_axes(nid))
+                    for nid in plan.reducers}
+        for start, stop in _progress(chunks, progress, binding.n_examples):
+            data = chunk_data(binding, start, stop, device,
+                              backend.chunk_kwargs() if backend is not None else None)
+            data["given"] = {nid: _to(dataset_level[nid], device) for nid in given}
+            values = call_program(program, path, run, model, data, graph=graph)
+            if backend is not None:
+                backend.chunk_done()
+            for nid, reducer in reducers.items():
+                reducer.update(values[graph.nodes[nid].sources[0]])
+            if consume is not None:
+                consume(values)
+            for nid in plan.returns:
+                if nid in parts:
+                    parts[nid].append(values[nid])
+        dataset_level.update({nid: reducer.finalize() for nid, reducer in reducers.items()})
+        dataset_level.update(call_program(program, path, finish, dataset_level, graph=graph))
     joined = {nid: concat_examples(chunks_, graph.axes[nid].index("example"))
               if "example" in graph.axes[nid] else chunks_[-1] for nid, chunks_ in parts.items()}
-    return {**joined, **reduced, **finals}
+    return {**joined, **dataset_level}
+
+
+def _to(value: Any, device: Any) -> Any:
+    """A dataset-level tensor on the model's device (where the program uses it)."""
+    return value.to(device) if hasattr(value, "to") else value
 
 
 def _progress(chunks: list, enabled: bool, n_examples: int):

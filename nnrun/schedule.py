@@ -15,6 +15,7 @@ from nnrun.bind import Binding, InvokeBinding
 from nnrun.errors import CompileError, Issue, raise_if_issues
 from nnrun.graph import Graph
 from nnrun.nodes.base import Stmt
+from nnrun.passes import assign_passes, phases
 from nnrun.schema import ScopeSpec
 
 
@@ -53,6 +54,27 @@ class TracePlan:
 
 
 @dataclass
+class PassPlan:
+    """One pass over the dataset: `run` per chunk (these traces, then `post`), the reducers it
+    feeds, then `finish` once (`final`). `given`: dataset-level values of earlier passes that
+    its model nodes use; `final_returns`: finish's values used after it."""
+
+    index: int
+    traces: list[TracePlan]
+    post: list[tuple[str, Stmt]]
+    returns: list[str]
+    reducers: list[str]
+    final: list[tuple[str, Stmt]]
+    final_inputs: list[str]
+    final_returns: list[str]
+    given: list[str]
+
+    @property
+    def session(self) -> bool:
+        return len(self.traces) > 1
+
+
+@dataclass
 class Schedule:
     """The program's parts. Per chunk of examples `run()` executes `traces` then `post` and
     returns `returns`; the runner feeds them to `reducers` (across chunks) and sinks; once, at
@@ -70,6 +92,7 @@ class Schedule:
     final_inputs: list[str] = field(default_factory=list)   # reducer results finish() reads
     final_returns: list[str] = field(default_factory=list)  # finish()'s values sinks need
     phase: dict[str, str] = field(default_factory=dict)     # node → model|chunk|reduce|final|sink
+    passes: list[PassPlan] = field(default_factory=list)    # one, unless the model uses statistics
 
 
 def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
@@ -97,7 +120,8 @@ def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
         issues += _order_invoke(plan, graph)
     issues += _cross_invoke(graph, traces)
     phase, phase_issues = phases(graph)
-    issues += phase_issues + _post_feeds_model(graph)
+    pass_of, pass_issues = assign_passes(graph, phase) if not phase_issues else ({}, [])
+    issues += phase_issues + pass_issues + _post_feeds_model(graph, phase)
     post = [(nid, s) for nid in graph.order if phase[nid] == "chunk" for s in emit(nid)]
     final = [(nid, s) for nid in graph.order if phase[nid] == "final" for s in emit(nid)]
     raise_if_issues(issues, CompileError, f"experiment `{graph.spec.name}`")
@@ -119,46 +143,35 @@ def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
     preambles = sorted({graph.nodes[n].type.preamble for n in graph.order
                         if graph.nodes[n].type.preamble})
     reducers = [nid for nid in graph.order if phase[nid] == "reduce"]
-    return Schedule(session, traces, post, saves, returns, preambles, final, reducers,
-                    final_inputs, final_returns, phase)
+    schedule = Schedule(session, traces, post, saves, returns, preambles, final, reducers,
+                        final_inputs, final_returns, phase)
+    schedule.passes = _passes(graph, schedule, pass_of)
+    return schedule
 
 
-def phases(graph: Graph) -> tuple[dict[str, str], list[Issue]]:
-    """When each node runs: in the model (`model`), after the model per chunk of examples
-    (`chunk`), across chunks (`reduce`: a statistic over `example`), once after every chunk
-    (`final`: downstream of a reduction), or as a sink.
+def _passes(graph: Graph, s: Schedule, pass_of: dict[str, int]) -> list[PassPlan]:
+    """Split the schedule's parts by pass (see nnrun.passes)."""
+    def in_pass(nids, k):
+        return [n for n in nids if pass_of[n] == k]
 
-    A node that mixes per-example values with dataset-level ones, or that works along the
-    `example` axis without being a reduction, would silently see one chunk only: an issue.
-    """
-    phase: dict[str, str] = {}
-    issues: list[Issue] = []
-    for nid in graph.order:
-        node = graph.nodes[nid]
-        src_phases = {phase[s] for s in node.sources}
-        if graph.invoke_of(node.scope) is not None:
-            phase[nid] = "model"
-        elif node.type.is_sink:
-            phase[nid] = "sink"
-        elif node.type.reducer(node.params, graph.input_axes(nid)) is not None:
-            phase[nid] = "reduce"
-        elif src_phases & {"reduce", "final"}:
-            phase[nid] = "final"
-            mixed = [s for s in node.sources if phase[s] in ("model", "chunk")
-                     and "example" in graph.axes[s]]
-            if mixed:
-                issues.append(Issue("mixes_examples", f"`{nid}` combines a statistic over "
-                                    f"examples with the per-example values of `{mixed[0]}`",
-                                    node.path, nid, f"reduce `{mixed[0]}` over `example` too "
-                                    "(mean, std or sem with axis: example)"))
-        else:
-            phase[nid] = "chunk"
-        if getattr(node.params, "axis", None) == "example" and phase[nid] != "reduce":
-            issues.append(Issue("example_axis", f"`{node.type.op}` along `example` would see "
-                                "one chunk of examples at a time, not the dataset",
-                                node.path + ".axis", nid, "reduce over examples with mean, std "
-                                "or sem (axis: example); other ops work per example"))
-    return phase, issues
+    def trace_pass(trace: TracePlan) -> int:
+        return max((pass_of[n] for p in trace.invokes for n, _ in p.stmts), default=0)
+    plans = []
+    for k in range(max(pass_of.values(), default=0) + 1):
+        final = [(n, st) for n, st in s.final if pass_of[n] == k]
+        mine = {n for n, _ in final}
+        inputs = {src for n in mine for src in graph.nodes[n].sources
+                  if s.phase[src] == "reduce" or (s.phase[src] == "final" and src not in mine)}
+        used_later = {n for n in mine if any(c.id not in mine for c in graph.consumers(n))}
+        model = [n for n in graph.order if s.phase[n] == "model" and pass_of[n] == k]
+        given = {src for n in model for src in graph.nodes[n].sources
+                 if s.phase[src] in ("reduce", "final")}
+        plans.append(PassPlan(
+            k, [t for t in s.traces if trace_pass(t) == k],
+            [(n, st) for n, st in s.post if pass_of[n] == k], in_pass(s.returns, k),
+            in_pass(s.reducers, k), final, sorted(inputs, key=graph.order.index),
+            sorted(used_later, key=graph.order.index), sorted(given, key=graph.order.index)))
+    return plans
 
 
 def _is_post(graph: Graph, node_id: str) -> bool:
@@ -340,13 +353,15 @@ def _add_barrier(graph, trace, producer, consumer, src, dst) -> list[Issue]:
     return []
 
 
-def _post_feeds_model(graph: Graph) -> list[Issue]:
+def _post_feeds_model(graph: Graph, phase: dict[str, str]) -> list[Issue]:
+    """A per-example value computed after the model cannot flow back into it (a statistic
+    over the examples can: its users run in a later pass)."""
     issues = []
     for node in graph.nodes.values():
         if graph.invoke_of(node.scope) is None:
             continue
         for src in node.sources:
-            if _is_post(graph, src):
+            if _is_post(graph, src) and phase.get(src) not in ("reduce", "final"):
                 issues.append(Issue("post_feeds_model", f"`{node.id}` runs in the model but its "
                               f"input `{src}` runs after the model", graph.nodes[src].path, src,
                               f"give `{src}` the scope `{node.scope}`"))
