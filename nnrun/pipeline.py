@@ -347,7 +347,8 @@ def modules_report(spec: ModelSpec) -> str:
 
     info = model_info(spec)
     lines = [f"{spec.name}: model_type {info.model_type}, site family {info.family or 'none'}, "
-             f"{info.n_layers} layers, hidden {info.hidden_size}, vocab {info.vocab_size}"]
+             f"{info.n_layers} layers, hidden {info.hidden_size}, vocab {info.vocab_size}, "
+             f"{info.n_heads} heads of {info.head_dim} ({info.n_kv_heads} key/value heads)"]
     if info.family:
         lines.append("sites:")
         lines += [f"  {site:<18} {'.'.join(resolve(site, info.family))}" for site in SITES]

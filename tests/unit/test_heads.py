@@ -84,3 +84,20 @@ def test_head_mistakes_are_graph_errors(node, code):
         compile_graph([{"id": "t", "kind": "trace", "input": PROMPT}],
                       [{"id": "r", "op": "read", "scope": "t", **node}])
     assert [i.code for i in err.value.issues] == [code]
+
+
+def test_heatmap_rows_can_be_every_layer_head_combination():
+    from types import SimpleNamespace
+
+    from nnrun.nodes import REGISTRY
+    from nnrun.nodes.plot_heatmap import _ticks
+
+    heatmap = REGISTRY.get("plot_heatmap")
+    params = heatmap.Params(id="h", op="plot_heatmap", axes=[["layer", "head"], "position"])
+    assert heatmap.out_axes(params, {"in": ("layer", "head", "position")}, None) == ()
+    with pytest.raises(ValueError):
+        heatmap.out_axes(params, {"in": ("layer", "position")}, None)
+    coords = {"layer": ["0", "1"], "head": ["0", "1", "2"]}
+    ctx = SimpleNamespace(ticks=coords.get)
+    assert _ticks(ctx, ("layer", "head")) == ["L0.H0", "L0.H1", "L0.H2", "L1.H0", "L1.H1",
+                                              "L1.H2"]
