@@ -211,11 +211,12 @@ def write_tensors(
         TypeError: If metadata contains a non-``str`` key or value.
     """
     # Imported here so that importing this module (and torch) stays cheap for text-only callers.
-    from safetensors.torch import save_file
+    from nnrun.sinks import write_safetensors
 
     _check_metadata(metadata)
-    # safetensors refuses views, shared storage and non-contiguous tensors; an
-    # independent contiguous CPU copy of each satisfies all three.
-    owned = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
-    with atomic_writer(path) as tmp:
-        save_file(owned, str(tmp), metadata=dict(metadata))
+    # An independent contiguous CPU copy of each tensor (views, shared storage and strides
+    # are all fine to pass in); the bytes are the same whenever the contents are, so the
+    # manifest's sha256 shows that two runs agree.
+    owned = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    with atomic_writer(path) as tmp, open(tmp, "wb") as handle:
+        write_safetensors(handle, owned, dict(metadata))

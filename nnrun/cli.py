@@ -2,7 +2,8 @@
 
 Invariant: a user mistake prints a located message (no traceback) and exits with the error class's
 code; NNRUN_FULL_ERROR=1 re-raises instead. In a multirun, one failing job does not stop the others;
-the process exits with the highest code seen and prints a table of the jobs.
+the table of the jobs and the exit code (the highest of all jobs) are built from the job
+directories on disk at the end (nnrun.sweeps), whichever launcher ran them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnrun.errors import ConfigError, Issue, NnrunError
 
-_STATE: dict[str, Any] = {"exit": 0, "jobs": []}
+_STATE: dict[str, Any] = {"exit": 0}  # a single run's exit code (a sweep's comes from disk)
 
 
 def _register_experiments() -> None:
@@ -79,18 +80,21 @@ def _user_files() -> list[Path]:
 
 
 def experiment_source(name: str | None) -> Path | None:
-    """The YAML file an experiment came from, for line numbers in errors."""
-    if not name:
-        return None
+    """The YAML file an experiment came from, for line numbers in errors (and the folder that
+    relative data paths start from)."""
+    if not name:  # a re-run of a run directory (its manifest's `rerun`) names the file itself
+        rerun = os.environ.get("NNRUN_EXPERIMENT_FILE")
+        return Path(rerun) if rerun else None
     return next((p for p in _packaged_files() + _user_files() if p.stem == name), None)
 
 
 def _job(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 
-    from nnrun.pipeline import STAGES, run_stage
+    from nnrun.pipeline import STAGES, error_record, run_stage
     from nnrun.redact import redact
     from nnrun.rundir import Terminated, job_guard
+    from nnrun.sweeps.job import record_failure, say
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -105,23 +109,24 @@ def _job(cfg: DictConfig) -> int:
                 raise ConfigError("unknown stage:", [Issue(
                     "unknown_stage", f"stage `{stage}`", "stage",
                     hint="one of " + ", ".join(STAGES))])
-            print(run_stage(stage, config, run_dir, source, overrides), flush=True)
+            say(run_stage(stage, config, run_dir, source, overrides))
             if stage == "export":
                 _scrub_export(config, run_dir)
         return 0
-    except Terminated:
-        print(f"nnrun: terminated by SIGTERM (run directory, incomplete: {run_dir})",
-              file=sys.stderr, flush=True)
-        return Terminated.exit_code
+    except Terminated as err:  # SIGTERM, or SIGUSR2 (preempted)
+        say(f"nnrun: {err} (run directory, incomplete: {run_dir})", error=True)
+        return err.exit_code
     except NnrunError as err:
         if full_errors():
             raise
-        print(f"nnrun: {redact(str(err))}", file=sys.stderr, flush=True)
+        say(f"nnrun: {redact(str(err))}", error=True)
+        record_failure(run_dir, {**error_record(err), "code": err.issues[0].code if err.issues
+                                 else None}, _raw_stage(cfg))  # a sweep reads it from disk
         if (run_dir / "manifest.json").exists():
             print(f"  (run directory, incomplete: {run_dir})", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("nnrun: interrupted", file=sys.stderr)
+        say("nnrun: interrupted", error=True)
         return 130
 
 
@@ -172,39 +177,11 @@ def _to_container(cfg: DictConfig, source: Path | None) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="pkg://nnrun.configs", config_name="config")
 def _hydra_entry(cfg: DictConfig) -> int:
-    from hydra.core.hydra_config import HydraConfig
+    from nnrun.sweeps.job import run
 
-    code = _job(cfg)
-    from hydra.types import RunMode
-
-    hc = HydraConfig.get()
+    code = run(cfg, _job)  # in a multirun, a failed job raises (after recording it on disk)
     _STATE["exit"] = max(_STATE["exit"], code)
-    if hc.mode == RunMode.MULTIRUN:  # job.num and sweep.dir exist only in a multirun
-        _STATE["sweep_dir"] = hc.sweep.dir
-        _STATE["jobs"].append({"job": hc.job.num, "overrides": list(hc.overrides.task),
-                               "exit_code": code, "run_dir": hc.runtime.output_dir})
     return code
-
-
-def _sweep_summary() -> None:
-    """Table of every job (status, exit code, overrides) on stderr and in sweep_summary.json."""
-    import json
-
-    from nnrun.atomic import atomic_write_text
-
-    jobs = _STATE["jobs"]
-    for job in jobs:
-        manifest = Path(job["run_dir"]) / "manifest.json"
-        job["status"] = json.loads(manifest.read_text())["status"] if manifest.exists() else (
-            "ok" if job["exit_code"] == 0 else "failed")
-    failed = sum(1 for j in jobs if j["exit_code"])
-    print(f"nnrun: {len(jobs)} jobs, {failed} failed", file=sys.stderr)
-    for j in jobs:
-        print(f"  {j['job']:>4}  {j['status']:<10} exit {j['exit_code']:<4} "
-              f"{' '.join(j['overrides'])}", file=sys.stderr)
-    if _STATE.get("sweep_dir"):
-        atomic_write_text(Path(_STATE["sweep_dir"]) / "sweep_summary.json",
-                          json.dumps({"jobs": jobs, "failed": failed}, indent=2) + "\n")
 
 
 def _register_resolvers() -> None:
@@ -265,6 +242,8 @@ def _command_line_error(err: Exception) -> NnrunError | None:
 
     from nnrun.errors import CommandLineError, did_you_mean
 
+    if isinstance(err, NnrunError):  # raised by nnrun's own sweeper (a value split at commas)
+        return err
     if isinstance(err, MissingConfigException) and err.missing_cfg_file:
         group, _, choice = err.missing_cfg_file.rpartition("/")
         if err.missing_cfg_file.startswith("experiment/"):
@@ -302,11 +281,20 @@ def _unknown_experiment(choice: str) -> ConfigError:
 
 
 def main() -> None:
-    """Console-script entry point (`nnrun ...`, `python -m nnrun ...`, `nnrun verify DIR`)."""
+    """Console-script entry point (`nnrun ...`, `python -m nnrun ...`, `nnrun verify DIR`,
+    `nnrun summarize SWEEP_DIR`)."""
     if len(sys.argv) > 1 and sys.argv[1] == "verify":
         from nnrun.verify import main as verify_main
 
         sys.exit(verify_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "summarize":
+        from nnrun.sweeps.summary import main as summarize_main
+
+        sys.exit(summarize_main(sys.argv[2:]))
+    from nnrun.sweeps.plugins import SWEEP, end_of_sweep, register_plugins
+
+    SWEEP.reset()
+    register_plugins()
     _register_resolvers()
     _register_experiments()
     # Hydra prints its own errors (a traceback for most) and exits 1; this makes it raise them,
@@ -317,12 +305,16 @@ def main() -> None:
     except _OutputDirUnusable as err:
         print(f"nnrun: {err.error}", file=sys.stderr, flush=True)
         sys.exit(err.error.exit_code)
-    except Exception as err:
+    except BaseException as err:
+        if SWEEP.dir is not None and not isinstance(err, (NnrunError, SystemExit)):
+            sys.exit(end_of_sweep(err))  # Ctrl-C, a signal, a launcher error: summary from disk
+        if not isinstance(err, Exception):
+            raise
         error = _command_line_error(err)
         if error is None or full_errors():
             raise
         print(f"nnrun: {error}", file=sys.stderr, flush=True)
         sys.exit(error.exit_code)
-    if _STATE.get("sweep_dir"):
-        _sweep_summary()
+    if SWEEP.dir is not None:
+        sys.exit(end_of_sweep(None))
     sys.exit(_STATE["exit"])

@@ -4,13 +4,16 @@ Invariant: one loading path for every source (transformers `from_pretrained`, th
 `TransformersModel` wrapper); `trust_remote_code` is false unless the config says otherwise (and an
 experiment file cannot say so: nnrun.policy); weights are safetensors only unless the user sets
 `model.allow_pickle=true`; a
-model is loaded once per process; a model that cannot be reached raises `ModelError`, never a hub
-traceback.
+model is loaded once per process and kept in a small cache keyed by its whole config (at most
+NNRUN_MODEL_CACHE models, default 1: a sweep over models never holds them all); a model that
+cannot be reached raises `ModelError`, never a hub traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nnrun.errors import Issue, ModelError
 
 BUILTIN_PREFIX = "builtin:"
-_LOADED: dict[str, Any] = {}
+_LOADED: OrderedDict[str, Any] = OrderedDict()   # spec key → loaded model, least recent first
+_SMALL: dict[str, OrderedDict[str, Any]] = {"config": OrderedDict(), "tokenizer": OrderedDict()}
+LOADS = {"count": 0}  # weights loaded by this process (a sweep asserts it loads a model once)
 
 
 class ModelSpec(BaseModel):
@@ -92,14 +97,77 @@ def _unavailable(spec: ModelSpec, err: Exception) -> ModelError:
              "once); then run with HF_HUB_OFFLINE=1")])
 
 
+def cache_size() -> int:
+    """How many loaded models a process keeps (NNRUN_MODEL_CACHE, default 1; 0: none)."""
+    try:
+        return max(0, int(os.environ.get("NNRUN_MODEL_CACHE", "1")))
+    except ValueError:
+        return 1
+
+
+def _key(spec: ModelSpec) -> str:
+    """The cache key: the whole model config, and for a local directory its config.json's mtime
+    (a checkpoint rewritten in place is loaded again)."""
+    path = spec.path if spec.path.startswith(BUILTIN_PREFIX) else str(Path(spec.path).expanduser())
+    try:
+        stamp = (Path(path) / "config.json").stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return f"{spec.model_dump_json()}|{stamp}"
+
+
+def _remember(table: OrderedDict[str, Any], key: str, value: Any, size: int) -> Any:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > size:
+        table.popitem(last=False)
+    return value
+
+
+def _cached(kind: str, spec: ModelSpec, build, size: int = 8):
+    """Configs and tokenizers: small, read once per process per model config."""
+    table = _SMALL[kind]
+    key = _key(spec)
+    if key in table:
+        table.move_to_end(key)
+        return table[key]
+    return _remember(table, key, build(), size)
+
+
+def is_loaded(spec: ModelSpec) -> bool:
+    return _key(spec) in _LOADED
+
+
+def release_models() -> None:
+    """Drop every cached model and give its memory back (GPU memory included)."""
+    _LOADED.clear()
+    _free_memory()
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # memory is given back best effort; a failure here must not fail a run
+        pass
+
+
 def load_config(spec: ModelSpec):
     from transformers import AutoConfig
 
-    try:
-        return AutoConfig.from_pretrained(resolve_path(spec), revision=spec.revision,
-                                          trust_remote_code=spec.trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise _unavailable(spec, err) from err
+    def build():
+        try:
+            return AutoConfig.from_pretrained(resolve_path(spec), revision=spec.revision,
+                                              trust_remote_code=spec.trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise _unavailable(spec, err) from err
+
+    return _cached("config", spec, build)
 
 
 def model_info(spec: ModelSpec):
@@ -114,6 +182,10 @@ def model_info(spec: ModelSpec):
 
 
 def load_tokenizer(spec: ModelSpec):
+    return _cached("tokenizer", spec, lambda: _read_tokenizer(spec))
+
+
+def _read_tokenizer(spec: ModelSpec):
     from transformers import AutoTokenizer
 
     try:
@@ -128,10 +200,25 @@ def load_tokenizer(spec: ModelSpec):
 
 
 def load_model(spec: ModelSpec):
-    """The nnsight-wrapped model, loaded once per process per spec."""
-    key = spec.model_dump_json()
+    """The nnsight-wrapped model, loaded once per process per spec and kept in a bounded cache
+    (the least recently used model is released before another one is loaded)."""
+    key = _key(spec)
     if key in _LOADED:
+        _LOADED.move_to_end(key)
         return _LOADED[key]
+    size = cache_size()
+    if len(_LOADED) >= max(size, 1):  # free memory before the next model takes its place
+        while len(_LOADED) >= max(size, 1):
+            _LOADED.popitem(last=False)
+        _free_memory()
+    model = _load_weights(spec)
+    LOADS["count"] += 1
+    if size:
+        _remember(_LOADED, key, model, size)
+    return model
+
+
+def _load_weights(spec: ModelSpec):
     import torch
     from nnsight import TransformersModel
     from transformers import AutoModelForCausalLM
@@ -152,8 +239,7 @@ def load_model(spec: ModelSpec):
         raise _unavailable(spec, err) from err
     check_device(spec.device)
     hf.to(spec.device).eval()
-    _LOADED[key] = TransformersModel(hf, tokenizer=tokenizer)
-    return _LOADED[key]
+    return TransformersModel(hf, tokenizer=tokenizer)
 
 
 def check_device(device: str) -> None:
@@ -218,16 +304,26 @@ def load_lazy(spec: ModelSpec):
 
 
 def describe(spec: ModelSpec) -> dict[str, Any]:
-    """Model facts for the manifest (path, revision, dtype, device, commit if known)."""
+    """Model facts for the manifest: path, revision, dtype, device, the hub commit the revision
+    resolved to (from the local cache) and a fingerprint of the weight files."""
+    from nnrun.provenance import hub_snapshot, weights_fingerprint
+
     path = resolve_path(spec)
     commit = None
-    cfg_file = Path(path) / "config.json"
+    folder: Path | None = Path(path).expanduser()
+    cfg_file = folder / "config.json"
     if not cfg_file.exists():
-        commit = spec.revision
+        snapshot = hub_snapshot(spec.path, spec.revision)
+        commit = snapshot.name if snapshot is not None else spec.revision
+        folder = snapshot
+        cfg_file = snapshot / "config.json" if snapshot is not None else cfg_file
     return {"name": spec.name, "path": spec.path, "resolved": path, "revision": spec.revision,
             "commit": commit, "dtype": spec.dtype, "device": spec.device,
             "trust_remote_code": spec.trust_remote_code, "allow_pickle": spec.allow_pickle,
-            "config_sha256": _sha(cfg_file) if cfg_file.exists() else None}
+            "config_sha256": _sha(cfg_file) if cfg_file.exists() else None,
+            "weights_sha256": weights_fingerprint(folder, spec.allow_pickle),
+            # whether this job reuses the weights an earlier job of the process loaded
+            "reused_in_process": is_loaded(spec), "process_model_loads": LOADS["count"]}
 
 
 def _sha(path: Path) -> str:

@@ -22,15 +22,30 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nnrun.atomic import atomic_write_text, sha256_file, write_tensors
+from nnrun.provenance import rerun_command
 from nnrun.redact import redact
-from nnrun.rundir import Terminated, checkpoint, clear_completed, complete, inside, manifest_text
+from nnrun.rundir import (
+    Heartbeat,
+    Terminated,
+    checkpoint,
+    clear_completed,
+    complete,
+    end_status,
+    inside,
+    manifest_text,
+    process_facts,
+)
 
 MANIFEST_VERSION = 1
+# Facts about the job that the command line knows and the pipeline does not (the sweep it belongs
+# to, the git state of the experiment file, how to run it again): cli sets them, start() records.
+JOB_FACTS: dict[str, Any] = {}
 
 
 def versions() -> dict[str, str]:
@@ -57,21 +72,39 @@ class RunDir:
 
     path: Path
     manifest: dict[str, Any] = field(default_factory=dict)
+    _lock: Any = field(default_factory=threading.RLock, repr=False)
 
     def start(self, experiment: dict[str, Any], model: dict[str, Any], stage: str,
               overrides: list[str]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         clear_completed(self.path)  # a re-run is incomplete until it ends (job_guard did it too)
+        started = now()
         self.manifest = {"manifest_version": MANIFEST_VERSION, "status": "running",
-                         "stage": stage, "started_at": now(), "finished_at": None,
+                         "stage": stage, "started_at": started, "finished_at": None,
+                         "heartbeat_at": started, "process": process_facts(),
                          "experiment": experiment, "model": model, "overrides": overrides,
-                         "versions": versions(), "timings_s": {}, "artifacts": [],
-                         "error": None}
+                         **JOB_FACTS, "versions": versions(), "timings_s": {},
+                         "artifacts": [], "error": None}
+        self.manifest["rerun"] = rerun_command(self.manifest, self.path)
         self.save_manifest()
+        Heartbeat.start(self.beat)
         checkpoint("started")
 
     def save_manifest(self) -> None:
-        atomic_write_text(self.path / "manifest.json", manifest_text(self.manifest))
+        with self._lock:
+            atomic_write_text(self.path / "manifest.json", manifest_text(self.manifest))
+
+    def beat(self) -> None:
+        """Renew the heartbeat (from the heartbeat thread; skipped while the job itself writes
+        the manifest, and once it has ended)."""
+        if not self._lock.acquire(timeout=1):
+            return
+        try:
+            if self.manifest.get("status") == "running":
+                self.manifest["heartbeat_at"] = now()
+                self.save_manifest()
+        finally:
+            self._lock.release()
 
     def write_text(self, name: str, text: str, kind: str, node: str | None = None) -> Path:
         path = inside(self.path, name)
@@ -85,16 +118,21 @@ class RunDir:
             "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra})
 
     def finish(self, error: dict[str, Any] | None = None) -> None:
-        if error and error.get("type") == Terminated.__name__:
-            error = {**error, "exit_code": Terminated.exit_code}
-        self.manifest["status"] = ("terminated" if error and error["type"] == "Terminated"
-                                   else "failed" if error else "completed")
-        self.manifest["error"] = error
-        self.manifest["finished_at"] = now()
-        if error is not None:
-            self.save_manifest()
-            return
-        complete(self.path, manifest_text(self.manifest))
+        Heartbeat.stop_current()  # nothing rewrites the manifest after this
+        status = end_status(error)
+        if error and status in ("terminated", "preempted"):
+            from nnrun.rundir import Preempted
+
+            code = Preempted.exit_code if status == "preempted" else Terminated.exit_code
+            error = {**error, "exit_code": code}
+        with self._lock:
+            self.manifest["status"] = status
+            self.manifest["error"] = error
+            self.manifest["finished_at"] = now()
+            if error is not None:
+                self.save_manifest()
+                return
+            complete(self.path, manifest_text(self.manifest))
 
 
 @dataclass

@@ -3,7 +3,10 @@ failures turned into a manifest that says what happened, and completion as one a
 
 Invariant (see nnrun.outputs): while a job runs nobody else writes its directory; `COMPLETED`
 exists only when every artifact is in place and holds the final manifest; `manifest.json` never
-says `completed` without `COMPLETED`.
+says `completed` without `COMPLETED`. A running job's manifest names its pid and host and carries
+a heartbeat renewed every NNRUN_HEARTBEAT_S seconds, so a job killed without warning (SIGKILL,
+a lost node) is recognisable as dead rather than "running" forever; SIGUSR2 (SLURM's warning
+before preemption or the time limit) ends a job as `preempted`, SIGTERM as `terminated`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,86 @@ class Terminated(BaseException):
     `except Exception` on the way swallows it)."""
 
     exit_code = 143
+    status = "terminated"
+
+
+class Preempted(Terminated):
+    """SIGUSR2 arrived (SLURM's signal before preemption or the time limit, as submitit asks
+    for it), or submitit is requeueing the job: the job stops, resumable."""
+
+    exit_code = 140  # 128 + SIGUSR2
+    status = "preempted"
+
+
+# Set when submitit announces a preemption (its checkpoint hook runs, then it raises
+# SystemExit wherever the job is): the job then ends as `preempted`, not `failed`.
+PREEMPTION: dict[str, Any] = {"requested": False}
+HEARTBEAT_S = 30.0
+
+
+def heartbeat_interval() -> float:
+    try:
+        return max(0.05, float(os.environ.get("NNRUN_HEARTBEAT_S", HEARTBEAT_S)))
+    except ValueError:
+        return HEARTBEAT_S
+
+
+def process_facts() -> dict[str, Any]:
+    """Who runs the job: pid, host, SLURM job id (if any) and the heartbeat interval."""
+    from nnrun.provenance import host
+
+    slurm = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if slurm and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        slurm = f"{slurm}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return {"pid": os.getpid(), "host": host(), "slurm_job_id": slurm,
+            "heartbeat_s": heartbeat_interval()}
+
+
+def end_status(error: dict[str, Any] | None) -> str:
+    """The manifest status for how a job ended (`error` as pipeline.error_record makes it)."""
+    if error is None:
+        return "completed"
+    kind = error.get("type")
+    if kind == "Preempted" or (kind == "SystemExit" and PREEMPTION["requested"]):
+        return "preempted"
+    return {"Terminated": "terminated", "KeyboardInterrupt": "interrupted"}.get(kind, "failed")
+
+
+class Heartbeat:
+    """A daemon thread calling `beat()` every interval until stopped (stop() waits for it, so
+    nothing writes the manifest after the job has written its final one)."""
+
+    current: Heartbeat | None = None
+
+    def __init__(self, beat, interval: float) -> None:
+        self.beat, self.interval = beat, interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="nnrun-heartbeat", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a missed beat (disk full) must not kill the job
+                pass
+
+    @classmethod
+    def start(cls, beat) -> Heartbeat:
+        cls.stop_current()
+        cls.current = cls(beat, heartbeat_interval())
+        cls.current.thread.start()
+        return cls.current
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=30)
+
+    @classmethod
+    def stop_current(cls) -> None:
+        if cls.current is not None:
+            cls.current.stop()
+            cls.current = None
 
 
 def inside(base: Path, name: str) -> Path:
@@ -129,12 +212,15 @@ def _unblock_sigterm(blocked: bool) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """`.tmp-*` files are only ever in flight inside a live job; under the lock, any that exist
-    were left by a killed one."""
+def remove_stale_temporaries(run_dir: Path) -> int:
+    """`.tmp-*` files are only ever in flight inside a live job; under the lock (or once the job
+    is known dead), any that exist were left by a killed one. Returns how many were removed."""
+    removed = 0
     for path in run_dir.rglob(f"{TMP_PREFIX}*"):
         if path.is_file() or path.is_symlink():
             path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 class _Lock:
@@ -185,18 +271,28 @@ def job_guard(run_dir: Path, stage: str) -> Iterator[None]:
             lock.acquire()
             if stage == "run":
                 clear_completed(run_dir)
-            _remove_stale_temporaries(run_dir)
+            remove_stale_temporaries(run_dir)
             for path in (run_dir / ".hydra").glob("*.yaml"):  # a token given on the command line
                 scrub_file(path)
         except OSError as err:
             raise output_error(err, run_dir) from None
         install_log_filter()
+        PREEMPTION["requested"] = False
         previous = _install_sigterm()
         checkpoint("locked")
         yield
-    except Terminated:
-        _mark_manifest(run_dir, "terminated", {"type": "Terminated", "exit_code": 143,
-                                               "message": "terminated by SIGTERM", "node": None})
+    except Terminated as err:
+        Heartbeat.stop_current()
+        signame = "SIGUSR2" if isinstance(err, Preempted) else "SIGTERM"
+        _mark_manifest(run_dir, err.status, {"type": type(err).__name__,
+                                             "exit_code": err.exit_code,
+                                             "message": f"{err.status} by {signame}",
+                                             "node": None})
+        raise
+    except KeyboardInterrupt:
+        Heartbeat.stop_current()
+        _mark_manifest(run_dir, "interrupted", {"type": "KeyboardInterrupt", "exit_code": 130,
+                                                "message": "interrupted (Ctrl-C)", "node": None})
         raise
     except OSError as err:
         if not is_output_error(err, run_dir):
@@ -206,6 +302,7 @@ def job_guard(run_dir: Path, stage: str) -> Iterator[None]:
                                            "message": str(error), "node": None}, replace=True)
         raise error from None
     finally:
+        Heartbeat.stop_current()
         _restore_sigterm(previous)
         lock.release()
 
@@ -232,23 +329,37 @@ def output_error(err: OSError, run_dir: Path) -> OutputError:
 
 
 def _install_sigterm():
-    """Turn SIGTERM into `Terminated` while a job runs, when nobody else handles it (submitit
-    installs its own handler on SLURM; that one is left alone)."""
+    """Turn SIGTERM into `Terminated` and SIGUSR2 into `Preempted` while a job runs, each only
+    when nobody else handles it (submitit installs its own handlers on SLURM, and requeues the
+    job from them; those are left alone)."""
     if threading.current_thread() is not threading.main_thread():
         return None
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return None
+    previous = {}
+    for name, error in (("SIGTERM", Terminated), ("SIGUSR2", Preempted)):
+        signum = getattr(signal, name, None)
+        if signum is None or signal.getsignal(signum) is not signal.SIG_DFL:
+            continue
 
-    def handler(signum, frame):  # noqa: ARG001
-        raise Terminated("terminated by SIGTERM")
+        def handler(signum, frame, error=error):  # noqa: ARG001
+            raise error(f"{error.status} by {signal.Signals(signum).name}")
 
-    signal.signal(signal.SIGTERM, handler)
-    return signal.SIG_DFL
+        signal.signal(signum, handler)
+        previous[signum] = signal.SIG_DFL
+    return previous or None
 
 
 def _restore_sigterm(previous) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+    for signum, handler in (previous or {}).items():
+        signal.signal(signum, handler)
+
+
+def mark_preempted(run_dir: Path) -> None:
+    """submitit's checkpoint hook: the job is about to be stopped and requeued."""
+    PREEMPTION["requested"] = True
+    Heartbeat.stop_current()
+    _mark_manifest(run_dir, "preempted", {"type": "Preempted", "exit_code": Preempted.exit_code,
+                                          "message": "preempted (requeued by submitit)",
+                                          "node": None})
 
 
 def _mark_manifest(run_dir: Path, status: str, error: dict[str, Any],
@@ -260,7 +371,7 @@ def _mark_manifest(run_dir: Path, status: str, error: dict[str, Any],
     try:
         manifest = json.loads(path.read_text()) if path.exists() else None
         if manifest is None:
-            if status != "terminated":
+            if status not in ("terminated", "preempted"):
                 return
             manifest = {"manifest_version": 1, "status": "running", "artifacts": []}
         if manifest.get("status") == "running" or (replace and manifest.get("status") == "failed"):

@@ -148,6 +148,39 @@ class StreamSink(Sink):
         return [path]
 
 
+def safetensors_header(metadata: dict[str, str],
+                       tensors: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> bytes:
+    """The 8-byte length and JSON header of a .safetensors file, byte-for-byte the same for the
+    same contents: metadata keys sorted, tensors in name order, compact JSON padded to 8 bytes
+    (safetensors' own writer orders the metadata by a hash map, so equal runs differed)."""
+    entries: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    for name, dtype, shape in sorted(tensors, key=lambda t: t[0]):
+        if dtype not in SAFETENSORS_DTYPES:
+            raise TypeError(f"cannot write {dtype} to safetensors")
+        nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+        entries[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                         "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """Raw little-endian C-order bytes of a CPU tensor (bfloat16 through an int16 view)."""
+    raw = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+    return raw.contiguous().numpy().tobytes()
+
+
+def write_safetensors(handle, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a whole .safetensors file to an open binary file, deterministically."""
+    handle.write(safetensors_header(metadata, [(n, t.dtype, tuple(t.shape))
+                                               for n, t in tensors.items()]))
+    for name in sorted(tensors):
+        handle.write(tensor_bytes(tensors[name]))
+
+
 class SafetensorsStream:
     """A .safetensors file with one tensor, written front to back as chunks arrive.
 
@@ -162,23 +195,18 @@ class SafetensorsStream:
             raise TypeError(f"cannot stream {dtype} to safetensors")
         self.path, self.dtype, self.shape = path, dtype, shape
         self.nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-        header = {"__metadata__": dict(sorted(metadata.items())), name: {
-            "dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape),
-            "data_offsets": [0, self.nbytes]}}
-        text = json.dumps(header, separators=(",", ":")).encode()
-        text += b" " * (-len(text) % 8)
+        header = safetensors_header(metadata, [(name, dtype, shape)])
         self._stack = ExitStack()
         tmp = self._stack.enter_context(atomic_writer(path))
         self._file = self._stack.enter_context(open(tmp, "wb"))
-        self._file.write(struct.pack("<Q", len(text)) + text)
+        self._file.write(header)
         self.written = 0
 
     def append(self, chunk: torch.Tensor) -> None:
         if chunk.dtype != self.dtype or tuple(chunk.shape[1:]) != self.shape[1:]:
             raise ValueError(f"chunk {tuple(chunk.shape)} {chunk.dtype} does not continue "
                              f"{self.shape} {self.dtype}")
-        raw = chunk.view(torch.int16) if chunk.dtype == torch.bfloat16 else chunk
-        data = raw.numpy().tobytes()
+        data = tensor_bytes(chunk)
         self.written += len(data)
         if self.written > self.nbytes:
             raise ValueError("more examples than the file was sized for")

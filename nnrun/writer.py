@@ -39,7 +39,25 @@ def draw(graph, stem, binding=None):
     nodes = [{"id": n.id, "op": n.type.op, "kind": n.type.kind, "scope": n.scope}
              for n in graph.nodes.values()]
     edges = [{"src": e.src, "dst": e.dst_node, "port": e.dst_port} for e in graph.spec.graph.edges]
-    return draw_graph(scopes, nodes, edges, stem, title=graph.spec.name)
+    key = json.dumps([scopes, nodes, edges, graph.spec.name], sort_keys=True, default=str)
+    if key in _PICTURES:  # a sweep draws the same picture for every point: draw it once
+        return [_write_bytes(stem.with_name(f"{stem.name}.{ext}"), data)
+                for ext, data in _PICTURES[key].items()]
+    paths = draw_graph(scopes, nodes, edges, stem, title=graph.spec.name)
+    while len(_PICTURES) >= 8:
+        _PICTURES.pop(next(iter(_PICTURES)))
+    _PICTURES[key] = {p.suffix[1:]: p.read_bytes() for p in paths}
+    return paths
+
+
+_PICTURES: dict[str, dict[str, bytes]] = {}  # the picture's bytes (PNG, SVG) by what it shows
+
+
+def _write_bytes(path, data: bytes):
+    from nnrun.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
+    return path
 
 
 class SinkSet:

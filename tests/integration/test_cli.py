@@ -99,13 +99,14 @@ def test_multirun_two_points(tmp_path):
     proc = nnrun("-m", "experiment=patching_single", "params.foil= rome, london",
                  f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    for job in ("0", "1"):
-        assert (tmp_path / "sweep" / job / "COMPLETED").is_file()
-    a = load_file(tmp_path / "sweep/0/tensors/save_effect.safetensors")["save_effect"]
-    b = load_file(tmp_path / "sweep/1/tensors/save_effect.safetensors")["save_effect"]
-    assert not a.equal(b)
     summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
     assert [j["status"] for j in summary["jobs"]] == ["completed", "completed"]
+    runs = [Path(j["run_dir"]) for j in summary["jobs"]]  # named after their overrides
+    for run in runs:
+        assert (run / "COMPLETED").is_file() and run.parent == tmp_path / "sweep"
+    a = load_file(runs[0] / "tensors/save_effect.safetensors")["save_effect"]
+    b = load_file(runs[1] / "tensors/save_effect.safetensors")["save_effect"]
+    assert not a.equal(b)
     assert "2 jobs, 0 failed" in proc.stderr
 
 
