@@ -32,7 +32,7 @@ def graph_issues(config: dict[str, Any], info) -> list[Issue]:
             _NODE.validate_python(raw)
             kept.append(index)
         except ValidationError:
-            broken.add(raw.get("id") if isinstance(raw, dict) else None)
+            broken.add(_intended_id(raw))
     if not broken:
         return []   # the format problems are elsewhere (scopes, edges, ...): nothing to salvage
     try:
@@ -46,9 +46,20 @@ def graph_issues(config: dict[str, Any], info) -> list[Issue]:
         build_graph(spec, info, indices=kept)
     except NnrunError as err:
         tainted = _downstream(broken, graph.get("edges"))
+        # A broken node without an id may be what any unknown edge endpoint meant.
+        nameless = None in broken
         return [i for i in err.issues if i.node not in tainted
-                and not any(f"`{t}`" in i.message for t in tainted if t)]
+                and not any(f"`{t}`" in i.message for t in tainted if t)
+                and not (nameless and i.code == "dangling_edge")]
     return []
+
+
+def _intended_id(raw: Any) -> str | None:
+    """The id a broken node was meant to have: its `id`, or the bare string written in its
+    place (`- save_effect`); None when there is no telling."""
+    if isinstance(raw, dict):
+        return raw.get("id") if isinstance(raw.get("id"), str) else None
+    return raw if isinstance(raw, str) else None
 
 
 def _downstream(broken: set, edges: Any) -> set:

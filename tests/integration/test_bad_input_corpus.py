@@ -156,11 +156,6 @@ def case(id: str, *args, marks=(), **kwargs):
     return pytest.param(Case(*args, **kwargs), id=id, marks=marks)
 
 
-# The edge into a node that failed validation is reported again as a dangling edge (a
-# consequence, which the "one pass, every mistake" report means to leave out).
-SALVAGE_XFAIL = pytest.mark.xfail(strict=True, reason="awaiting fix: an edge into a node that "
-                                  "failed validation is reported as dangling_edge (salvage.py)")
-
 NODE_EFFECT, NODE_HEATMAP, NODE_PATCH = "{id: effect,", "{id: heatmap,", "{id: patch,"
 NODE_RESID, NODE_LOGITS = "{id: clean_resid,", "{id: logits,"
 SCOPE_CLEAN, SCOPE_POINT = "{id: clean_run,", "{id: point,"
@@ -240,8 +235,7 @@ SCHEMA = [
          CONFIG, "missing_field", "graph.nodes[3].answer", "effect", NODE_EFFECT,
          also=("required field `answer` is missing",), problems=1),
     case("missing_node_id", edit(("{id: save_effect, op: save}", "{op: save}")),
-         CONFIG, "missing_field", "graph.nodes[4].id", None, "{op: save}", problems=1,
-         marks=SALVAGE_XFAIL),
+         CONFIG, "missing_field", "graph.nodes[4].id", None, "{op: save}", problems=1),
     case("missing_edge_dst", edit(("{src: effect, dst: save_effect}", "{src: effect}")),
          CONFIG, "missing_field", "graph.edges[2].dst", None, "{src: effect}", problems=1),
     case("missing_name", edit(("name: patching\n", "")),
@@ -249,8 +243,7 @@ SCHEMA = [
     case("missing_graph", BASE.split("graph:\n")[0],
          CONFIG, "missing_field", "graph", also=("required field `graph` is missing",), problems=1),
     case("node_is_a_string", edit(("{id: save_effect, op: save}", "save_effect")),
-         CONFIG, "invalid_value", "graph.nodes[4]", None, "- save_effect", problems=1,
-         marks=SALVAGE_XFAIL),
+         CONFIG, "invalid_value", "graph.nodes[4]", None, "- save_effect", problems=1),
     case("nodes_not_a_list", edit(("  nodes:\n    - {id: clean_resid",
                                    "  nodes: {}\n  more_nodes:\n    - {id: clean_resid")),
          CONFIG, "invalid_value", "graph.nodes", None, "  nodes: {}", codes=("unknown_field",)),
