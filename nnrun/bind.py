@@ -21,7 +21,7 @@ from nnrun.errors import ConfigError, Issue, raise_if_issues
 from nnrun.graph import Graph
 from nnrun.loops import LOOPS, LoopContext, LoopError
 from nnrun.nodes.fields import loop_var
-from nnrun.refs import Column, Match
+from nnrun.refs import Column, Match, Resampled, resampled_rows
 
 MAX_GRID_POINTS = 100_000   # foreach points per invoke: each is one nnsight invoke per chunk
 
@@ -114,6 +114,12 @@ def _invoke_scopes(graph: Graph):
 def _prompts(scope, dataset: Dataset) -> list[str]:
     """The scope's prompt for every example."""
     given = scope.input
+    if isinstance(given, Resampled):
+        if len(dataset) < 2:
+            raise BindError("bad_input", "resampling needs at least two examples",
+                            "give a dataset with several rows")
+        return [str(dataset.rows[j][given.column])
+                for j in resampled_rows(len(dataset), given.resample)]
     if isinstance(given, Column):
         return [str(row[given.column]) for row in dataset.rows]
     if isinstance(given, list):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -22,6 +22,25 @@ class Column(_Ref):
     """The value of a dataset column, one per example: `{column: answer}`."""
 
     column: str = Field(pattern=COLUMN_PATTERN, description="a column of the experiment's `data`")
+
+
+class Resampled(Column):
+    """Another example's value of a column: `{column: clean, resample: 0}` (an invoke's input for
+    resample ablation). Example i takes row σ(i) of a random cyclic permutation σ of the dataset
+    drawn with the seed `resample` (Sattolo's algorithm), so never its own row."""
+
+    resample: StrictInt = Field(description="seed of the permutation of the rows")
+
+
+def resampled_rows(n: int, seed: int) -> list[int]:
+    """σ(0..n-1): a seeded cyclic permutation, which has no fixed point (n >= 2)."""
+    import random
+
+    rows, rng = list(range(n)), random.Random(seed)
+    for i in range(n - 1, 0, -1):   # Sattolo: swap with an index strictly below i
+        j = rng.randrange(i)
+        rows[i], rows[j] = rows[j], rows[i]
+    return rows
 
 
 class Match(_Ref):

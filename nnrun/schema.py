@@ -15,7 +15,7 @@ from nnrun.loops import LOOPS
 from nnrun.nodes import REGISTRY
 from nnrun.nodes.base import NODE_ID_PATTERN
 from nnrun.policy import NAME_MAX, NAME_PATTERN
-from nnrun.refs import Column
+from nnrun.refs import Column, Resampled
 
 FORMAT_VERSION = 1
 ScopeKind = Literal["session", "trace", "generate", "invoke", "step"]
@@ -32,10 +32,12 @@ class ScopeSpec(_Strict):
     id: str = Field(pattern=NODE_ID_PATTERN)
     kind: ScopeKind
     parent: str | None = Field(None, description="enclosing scope id")
-    input: str | list[str] | Column | None = Field(
+    input: str | list[str] | Resampled | Column | None = Field(
         None, description="the invoke's prompt for every example: a string (the same for all), "
-                          "a list (one per example: an inline dataset) or {column: name} (a "
-                          "column of `data`); on a trace/generate: one implicit invoke")
+                          "a list (one per example: an inline dataset), {column: name} (a "
+                          "column of `data`) or {column: name, resample: seed} (another row's "
+                          "value, for resample ablation); on a trace/generate: one implicit "
+                          "invoke")
     foreach: dict[LoopName, Any] | None = Field(
         None, description="invoke only: expand into one invoke per point of this grid, "
                           "e.g. {layer: all, position: all}; nodes refer to '{layer}'")

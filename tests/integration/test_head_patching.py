@@ -4,25 +4,19 @@ and on the demo model the IOI task shows its name mover: one head at the final p
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from omegaconf import OmegaConf
+from method_helpers import HEAD_DIM, N_HEADS, PROJ, experiment_on_demo
 
 from nnrun.models import load_model
 from nnrun.pipeline import compile_program
 from nnrun.run import execute
 from nnrun.tiny import reference_model
 
-REPO = Path(__file__).resolve().parents[2]
 ROWS = [{"clean": "the eiffel tower is in the city of",
          "corrupt": "the colosseum tower is in the city of"},
         {"clean": "the louvre tower was in the city of",
          "corrupt": "the kremlin tower was in the city of"}]
-PROJ = {"tiny-gpt2": ("transformer.h", "attn.c_proj"),
-        "tiny-llama": ("model.layers", "self_attn.o_proj")}
-N_HEADS, HEAD_DIM = 4, 8
 
 
 def head_config(model: str) -> dict:
@@ -125,18 +119,6 @@ def test_patching_a_head_from_the_same_prompt_is_an_identity():
         with torch.no_grad():
             want = hf(tok(row["clean"], return_tensors="pt")["input_ids"]).logits[0, -1]
         assert torch.equal(got["denoise_logits"][:, :, i], want.expand(2, 4, -1))
-
-
-def experiment_on_demo(name: str, limit: int | None = None, **data) -> dict:
-    """An experiment file of experiments/ on the demo model, in process."""
-    path = REPO / "experiments" / f"{name}.yaml"
-    config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    config["model"] = {"name": "demo", "path": "builtin:demo"}
-    if limit:
-        config["data"]["limit"] = limit
-    config["data"].update(data)
-    compiled = compile_program(config, path)
-    return execute(compiled, load_model(compiled.model))
 
 
 def test_ioi_name_mover_head_on_the_demo_model():
