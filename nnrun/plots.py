@@ -212,6 +212,53 @@ def heatmap(
     return save_figure(fig, out_stem)
 
 
+def attention_grid(
+    patterns: torch.Tensor,
+    *,
+    row_ticks: Sequence[str],
+    col_ticks: Sequence[str],
+    tokens: Sequence[str] | None,
+    title: str,
+    out_stem: Path,
+) -> list[Path]:
+    """Draw attention patterns as a grid: one query × key map per (row, column), e.g. layer ×
+    head, each with the tokens on both axes and one shared 0..1 colour scale.
+
+    Args:
+        patterns: 4-D tensor (rows, columns, query, key) of attention weights.
+        row_ticks: One label per grid row (e.g. the layers).
+        col_ticks: One label per grid column (e.g. the heads).
+        tokens: One label per query/key position (None for indices).
+        title: Figure title.
+        out_stem: Output path without extension.
+
+    Returns:
+        The PNG path and the SVG path.
+    """
+    data = _as_array(patterns, (4,))
+    rows, cols, n_query, n_key = data.shape
+    query_labels = _labels(tokens, n_query, "queries")
+    key_labels = _labels(tokens, n_key, "keys")
+    size = _clamp(0.18 * max(n_query, n_key) + 0.8, 1.6, 4.0)
+    fig = new_figure(size * cols + 1.5, size * rows + 0.8)
+    grid = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    for r in range(rows):
+        for c in range(cols):
+            ax = grid[r][c]
+            image = ax.imshow(np.ma.masked_invalid(data[r, c]), cmap="Blues", vmin=0, vmax=1,
+                              aspect="equal", interpolation="nearest")
+            _set_ticks(ax, "x", key_labels)
+            _set_ticks(ax, "y", query_labels)
+            ax.tick_params(labelsize=6)
+            if r == 0:
+                ax.set_title(plain_text(col_ticks[c]), fontsize=9)
+            if c == 0:
+                ax.set_ylabel(plain_text(row_ticks[r]), fontsize=9)
+    fig.colorbar(image, ax=grid, shrink=0.6, label="attention weight (query row → key column)")
+    fig.suptitle(plain_text(title))
+    return save_figure(fig, out_stem)
+
+
 def line(
     values: torch.Tensor,
     *,

@@ -98,6 +98,11 @@ SITES: dict[str, Site] = {
         "split into heads; take one with `head:`)", "{block}.{attention}.{attn_out}", "input",
         view=".unflatten(-1, ({n_heads}, {head_dim}))",
         axes=("example", "position", "head", "head_dim")),
+    "attention_pattern": Site(
+        "block `layer`'s attention weights, query `position` x `key`, per head (read only; "
+        "nnrun loads models with eager attention, which returns them)", "{block}.{attention}",
+        element=1, view=".transpose(1, 2)", axes=("example", "position", "head", "key"),
+        writable=False),
     "mlp_output": Site("output of block `layer`'s MLP (before the residual add)", "{block}.{mlp}"),
     "final_norm": Site("output of the final layer norm", "{final_norm}"),
     "logits": Site("output of the unembedding (logits over the vocabulary)", "{logits}",

@@ -171,6 +171,27 @@ def check_head(params, ctx) -> list[Issue]:
     return []
 
 
+def check_keys_aligned(params, ctx) -> None:
+    """A site with a `key` axis (attention weights) indexes the keys of the padded batch: the
+    prompts of an invoke must have one token count for key j to mean the same token in every
+    example (and every chunk to have as many keys).
+
+    Raises:
+        CompileError: the invoke's prompts differ in length.
+    """
+    if "key" not in site_axes(params.site):
+        return
+    invoke = ctx.binding.invokes[ctx.graph.invoke_of(ctx.node.scope).id]
+    if invoke.aligned:
+        return
+    from nnrun.errors import CompileError
+
+    raise CompileError(f"experiment `{ctx.graph.spec.name}` has 1 problem:", [Issue(
+        "ragged_keys", f"`{params.site}` has a key axis, but the prompts of invoke "
+        f"`{invoke.scope}` differ in length (padding would shift the keys)", ctx.node.path,
+        ctx.node_id, "use prompts of one token count (one template) for attention patterns")])
+
+
 def site_coords(params, info) -> dict[str, list[str]]:
     """Tick labels of the axes a read adds: stacked layers, and every head when `head: all`."""
     coords = layer_coords(params, info)

@@ -13,6 +13,7 @@ from nnrun.nodes.fields import (
     PositionSpec,
     after_position,
     check_head,
+    check_keys_aligned,
     check_site,
     emit_per_layer,
     head_field,
@@ -52,6 +53,7 @@ class Read(NodeType):
         return point_axes(p)
 
     def emit(self, p, ctx):
+        check_keys_aligned(p, ctx)
         after, kept = after_position(p), remaining_after_position(p)
         return emit_per_layer(ctx, ctx.site_refs(p.site, p.layer, p.at),
                               lambda ref: f"{ctx.select(ref, p.position, after, kept)}.clone()",
