@@ -230,18 +230,23 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
 
 def _execute_into(out, compiled: Compiled, model, backend, config: dict[str, Any],
                   source: Path | None, timings: dict[str, float]) -> None:
-    """Run every chunk on the backend, streaming values into the run directory's sinks."""
+    """Run every chunk on the backend, streaming values into the run directory's sinks (chunks
+    an earlier attempt of this job finished come from its chunk store)."""
+    from nnrun.checkpoints import ChunkStore
+    from nnrun.chunks import chunk_ranges
     from nnrun.errors import RunError
     from nnrun.run import execute
     from nnrun.writer import open_sinks
 
     t0 = time.perf_counter()
+    store = ChunkStore.open(out.path, config_hash(config) + compiled.program.digest, len(
+        chunk_ranges(compiled.binding.n_examples, compiled.batch_size)))
     sinks = open_sinks(out, compiled, config_hash(config))
     try:
         with _located_in(source):  # a failing node is shown at its line of the file
             try:
                 values = execute(compiled, model, consume=sinks.update_chunk, collect=False,
-                                 progress=True, backend=backend)
+                                 progress=True, backend=backend, chunk_store=store)
             except RunError as err:
                 remote = backend.failure(err)
                 if remote is None:
@@ -250,6 +255,8 @@ def _execute_into(out, compiled: Compiled, model, backend, config: dict[str, Any
         timings["execute"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         sinks.close(values)
+        if store is not None:
+            store.finish(out.manifest)
     except BaseException:
         sinks.abort()
         raise

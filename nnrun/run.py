@@ -47,7 +47,8 @@ def import_program(path: Path):
 
 
 def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = None,
-            collect: bool = True, progress: bool = False, backend=None) -> dict[str, Any]:
+            collect: bool = True, progress: bool = False, backend=None,
+            chunk_store=None) -> dict[str, Any]:
     """Run the compiled program over every chunk of examples, then its `finish`.
 
     Args:
@@ -57,6 +58,8 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
         collect: also return every per-chunk value joined along its `example` axis (tests,
             small runs); without it memory stays bounded by a chunk.
         progress: show a progress bar (chunks, rate, ETA) on a terminal.
+        chunk_store: a `nnrun.checkpoints.ChunkStore`: chunks an earlier attempt of the job
+            finished are read from it instead of computed, new ones are stored in it.
 
     Returns:
         Per-chunk values (joined, if collected), the reductions over examples and the values of
@@ -76,17 +79,21 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
     chunks = chunk_ranges(binding.n_examples, compiled.batch_size)
     device = getattr(model, "device", "cpu")
     dataset_level: dict[str, Any] = {}   # reductions and finish() values, pass after pass
-    for plan, (run, finish, given) in zip(schedule.passes, module.PASSES):
+    for n, (plan, (run, finish, given)) in enumerate(zip(schedule.passes, module.PASSES)):
         reducers = {nid: graph.nodes[nid].type.reducer(graph.nodes[nid].params,
                                                        graph.input_axes(nid))
                     for nid in plan.reducers}
         for start, stop in _progress(chunks, progress, binding.n_examples):
-            data = chunk_data(binding, start, stop, device,
-                              backend.chunk_kwargs() if backend is not None else None)
-            data["given"] = {nid: _to(dataset_level[nid], device) for nid in given}
-            values = call_program(program, path, run, model, data, graph=graph)
-            if backend is not None:
-                backend.chunk_done()
+            values = chunk_store.get(n, start, stop, device) if chunk_store else None
+            if values is None:
+                data = chunk_data(binding, start, stop, device,
+                                  backend.chunk_kwargs() if backend is not None else None)
+                data["given"] = {nid: _to(dataset_level[nid], device) for nid in given}
+                values = call_program(program, path, run, model, data, graph=graph)
+                if backend is not None:
+                    backend.chunk_done()
+                if chunk_store is not None:
+                    chunk_store.put(n, start, stop, values)
             for nid, reducer in reducers.items():
                 reducer.update(values[graph.nodes[nid].sources[0]])
             if consume is not None:

@@ -175,9 +175,9 @@ def test_launcher_presets_compose(tmp_path, launcher):
     assert "_target_" in result.stdout
 
 
-def start_sweep(tmp_path: Path, *args: str, pause: float) -> subprocess.Popen:
-    """`nnrun -m ARGS` in a new process whose jobs each pause `pause` seconds once started."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NNRUN_TEST_CHECKPOINT": "started",
+def start_sweep(tmp_path: Path, *args: str, at: str, pause: float) -> subprocess.Popen:
+    """`nnrun -m ARGS` in a new process that pauses `pause` seconds at each checkpoint `at`."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NNRUN_TEST_CHECKPOINT": at,
            "NNRUN_TEST_CHECKPOINT_SLEEP": str(pause)}
     for name in ("NNRUN_FULL_ERROR", "HYDRA_FULL_ERROR", "NNRUN_EXPERIMENTS"):
         env.pop(name, None)
@@ -185,17 +185,19 @@ def start_sweep(tmp_path: Path, *args: str, pause: float) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_job(proc: subprocess.Popen, n: int) -> None:
-    """Return once the n-th job (1-based) of the sweep has started."""
+def wait_for(proc: subprocess.Popen, at: str, n: int) -> None:
+    """Return once the sweep has reached checkpoint `at` for the n-th time."""
     seen = 0
     for line in proc.stderr:
-        seen += line.startswith("nnrun-checkpoint: started")
+        seen += line.startswith(f"nnrun-checkpoint: {at}")
         if seen == n:
             return
-    raise AssertionError(f"the sweep ended before job {n} started (exit {proc.wait()})")
+    raise AssertionError(f"the sweep ended before {at} #{n} (exit {proc.wait()})")
 
 
-THREE = ["experiment=patch_layer", "data.limit=2", "params.position=-1", "params.layer=0,1,2"]
+# three jobs of two examples, one example per chunk: two chunks per job
+THREE = ["experiment=patch_layer", "data.limit=2", "+batch_size=1", "params.position=-1",
+         "params.layer=0,1,2"]
 
 
 def comparable(summary: dict) -> list:
@@ -203,11 +205,12 @@ def comparable(summary: dict) -> list:
             for j in summary["jobs"]]
 
 
-def test_a_killed_sweep_resumes_only_its_unfinished_jobs(tmp_path):
+def test_a_killed_sweep_resumes_only_its_unfinished_jobs_and_chunks(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = start_sweep(tmp_path, *THREE, f"hydra.sweep.dir={sweep}", pause=3)
-    wait_for_job(proc, 2)
-    proc.kill()  # SIGKILL in the middle of the second job
+    proc = start_sweep(tmp_path, *THREE, f"hydra.sweep.dir={sweep}", at="chunk_stored",
+                       pause=1)
+    wait_for(proc, "chunk_stored", 3)
+    proc.kill()  # SIGKILL in the middle of the second job, its first chunk done
     proc.wait(timeout=60)
     killed = summary_of_summarize(tmp_path, sweep, expect=137)
     assert [j["status"] for j in killed["jobs"]] == ["completed", "dead", "pending"]
@@ -219,10 +222,14 @@ def test_a_killed_sweep_resumes_only_its_unfinished_jobs(tmp_path):
     assert resumed.code == 0, resumed.explain()
     assert f"skipped (completed with the same config): {first_run}" in resumed.stdout
     assert (first_run / "COMPLETED").read_text() == first  # not run again
+    reused = []
     for job in summary_of(sweep)["jobs"][1:]:  # rerun (job 1) or run for the first time (job 2)
         manifest = json.loads((Path(job["run_dir"]) / "COMPLETED").read_text())
         assert manifest["process"]["pid"] == os.getpid() and manifest["status"] == "completed"
         assert not list(Path(job["run_dir"]).rglob(".tmp-*"))
+        assert not (Path(job["run_dir"]) / ".chunks").exists()
+        reused.append(manifest["chunks_reused"])
+    assert reused == [1, 0]  # the killed job's finished chunk was not computed again
 
     whole = tmp_path / "whole"
     straight = run_nnrun(["-m", *THREE, f"hydra.sweep.dir={whole}"], cwd=tmp_path)
@@ -230,6 +237,16 @@ def test_a_killed_sweep_resumes_only_its_unfinished_jobs(tmp_path):
     assert comparable(summary_of(sweep)) == comparable(summary_of(whole))
     plot = "aggregate/save_restored_by_layer.safetensors"
     assert (sweep / plot).read_bytes() == (whole / plot).read_bytes()
+    for a, b in zip(summary_of(sweep)["jobs"], summary_of(whole)["jobs"]):  # byte-identical
+        assert tensor_hashes(Path(a["run_dir"])) == tensor_hashes(Path(b["run_dir"]))
+
+
+def tensor_hashes(run: Path) -> dict:
+    from nnrun.verify import OK, verify
+
+    assert verify(run).code == OK
+    manifest = json.loads((run / "COMPLETED").read_text())
+    return {a["path"]: a["sha256"] for a in manifest["artifacts"] if a["kind"] == "tensor"}
 
 
 def summary_of_summarize(tmp_path: Path, sweep: Path, expect: int) -> dict:
@@ -245,8 +262,8 @@ def test_ctrl_c_stops_the_sweep_with_a_summary(tmp_path):
     import signal
 
     sweep = tmp_path / "sweep"
-    proc = start_sweep(tmp_path, *THREE, f"hydra.sweep.dir={sweep}", pause=30)
-    wait_for_job(proc, 1)
+    proc = start_sweep(tmp_path, *THREE, f"hydra.sweep.dir={sweep}", at="started", pause=30)
+    wait_for(proc, "started", 1)
     proc.send_signal(signal.SIGINT)
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 130, rest
@@ -254,3 +271,4 @@ def test_ctrl_c_stops_the_sweep_with_a_summary(tmp_path):
     assert [j["status"] for j in summary["jobs"]] == ["interrupted", "pending", "pending"]
     assert "3 jobs, 1 failed" in rest and "Traceback" not in rest
     assert "resume=true" in summary["resume"]
+
