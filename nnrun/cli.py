@@ -306,11 +306,9 @@ def main() -> None:
         print(f"nnrun: {err.error}", file=sys.stderr, flush=True)
         sys.exit(err.error.exit_code)
     except BaseException as err:
-        if SWEEP.dir is not None and not isinstance(err, (NnrunError, SystemExit)):
+        error = _command_line_error(err) if isinstance(err, Exception) else None
+        if error is None and SWEEP.dir is not None and not isinstance(err, SystemExit):
             sys.exit(end_of_sweep(err))  # Ctrl-C, a signal, a launcher error: summary from disk
-        if not isinstance(err, Exception):
-            raise
-        error = _command_line_error(err)
         if error is None or full_errors():
             raise
         print(f"nnrun: {error}", file=sys.stderr, flush=True)

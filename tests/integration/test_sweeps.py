@@ -62,7 +62,7 @@ def assert_one_failure(sweep: Path, code: int, stderr: str, case=POSITION) -> di
     return summary
 
 
-def test_basic_launcher_isolates_a_failing_job(tmp_path):
+def test_basic_launcher_isolates_a_failing_job_and_summarize_rebuilds_it(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_nnrun(["-m", *SWEEP, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     summary = assert_one_failure(sweep, result.code, result.stderr)
@@ -70,6 +70,14 @@ def test_basic_launcher_isolates_a_failing_job(tmp_path):
     names = sorted(Path(j["run_dir"]).name for j in summary["jobs"])
     assert names[0].startswith("limit=8,experiment=patch_layer,layer=1,position=-1_")
     assert "resume=true" in summary["resume"] and str(sweep) in summary["resume"]
+    # `nnrun summarize` rebuilds the same summary from the directories alone
+    (sweep / "sweep_summary.json").unlink()
+    (sweep / "aggregate/save_restored_by_position.png").unlink()
+    again = run_nnrun(["summarize", str(sweep)], cwd=tmp_path)
+    assert again.code == 10 and "2 jobs, 1 failed" in again.stdout
+    assert summary_of(sweep)["jobs"] == summary["jobs"]
+    assert (sweep / "aggregate/save_restored_by_position.png").is_file()
+    assert run_nnrun(["summarize", str(tmp_path)], cwd=tmp_path).code == 22
 
 
 def subprocess_sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -130,20 +138,6 @@ def test_a_sentence_split_at_its_commas_is_refused(tmp_path):
     assert "[split_value]" in result.stderr and "quote it whole" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "sweep").exists()
-
-
-def test_summarize_rebuilds_the_summary(tmp_path):
-    sweep = tmp_path / "sweep"
-    result = run_nnrun(["-m", *SWEEP, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
-    before = summary_of(sweep)
-    (sweep / "sweep_summary.json").unlink()
-    (sweep / "aggregate/save_restored_by_position.png").unlink()
-    again = run_nnrun(["summarize", str(sweep)], cwd=tmp_path)
-    assert again.code == result.code == 10
-    assert "2 jobs, 1 failed" in again.stdout
-    assert summary_of(sweep)["jobs"] == before["jobs"]
-    assert (sweep / "aggregate/save_restored_by_position.png").is_file()
-    assert run_nnrun(["summarize", str(tmp_path)], cwd=tmp_path).code == 22
 
 
 def test_a_run_directory_reruns_exactly_from_its_manifest(tmp_path):
