@@ -1,9 +1,11 @@
 """Sweeps through the real `nnrun -m` (issue 10): with the basic launcher, joblib
 (`local_parallel`) and submitit (`local_processes`), one failing job leaves the others complete,
-the summary (built from the job directories) names the failure and its reason, the exit code is
-the failing job's, and the aggregated plot exists; a model is loaded once per process; a value
-Hydra would split at its commas is refused; `nnrun summarize` rebuilds the summary; a past run
-directory is re-run exactly from its manifest's one line."""
+the summary (built from the job directories; `nnrun summarize` rebuilds it) names the failure and
+its reason, the exit code is the failing job's, and the aggregated plot exists; a sweep killed
+with SIGKILL resumes only its unfinished jobs (and a killed job only its unfinished chunks) into
+the same summary as an uninterrupted one; Ctrl-C stops a sweep with its summary; a model is
+loaded once per process; a value Hydra would split at its commas is refused; a past run directory
+is re-run exactly from its manifest's one line."""
 
 from __future__ import annotations
 
