@@ -365,6 +365,8 @@ def _node_coords(graph: Graph, invokes: dict[str, InvokeBinding]) -> dict[str, d
             for s in graph.chain(node.scope):
                 if s.id in invokes:
                     mine.update(invokes[s.id].coords)
+                if s.kind == "step":   # the generation steps of a step scope
+                    mine["step"] = [f"step {i}" for i in range(s.steps or 0)]
         coords[nid] = mine
     return coords
 

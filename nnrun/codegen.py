@@ -447,13 +447,19 @@ def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Sc
               stmts[0][0])
         for i in range(len(stmts)):
             _statement(w, depth + 1, plan, len(plan.stmts) + i, every, graph, schedule, names)
-    if not plan.stmts:
+    if plan.after:  # generation is over: what it produced (tracer.result)
+        depth -= 1 if plan.step is not None else 0
+        start = len(every) - len(plan.after)
+        for i in range(start, len(every)):
+            _statement(w, depth, plan, i, every, graph, schedule, names)
+    if not plan.stmts and not plan.after:
         w.add(depth, "pass")
 
 
 def _all_stmts(plan: InvokePlan) -> list:
-    """The invoke's statements in program order: forward, then the backward block."""
-    return plan.stmts + (plan.backward[1] if plan.backward else [])
+    """The invoke's statements in program order: forward, the backward block, then those after
+    the generation steps."""
+    return plan.stmts + (plan.backward[1] if plan.backward else []) + plan.after
 
 
 def _statement(w: _Writer, at: int, plan: InvokePlan, i: int, every: list, graph: Graph,

@@ -107,26 +107,13 @@ def _scope_fields(s, path: str, graph: Graph) -> list[Issue]:
 
 
 def _foreach_values(s, path: str, info: ModelInfo | None) -> list[Issue]:
-    """`layer: all | int | [ints]` (each a layer of the model), `position: all | last | int |
-    [ints]`; checked here, before the examples are read, like a node's `layer`."""
-    from nnrun.nodes.fields import layer_issue
+    """Each foreach variable's spec (`layer: all | int | [ints]` within the model, ...), checked
+    by its entry in `nnrun.loops` before the examples are read, like a node's `layer`."""
+    from nnrun.loops import LOOPS
 
     issues = []
     for var, spec in s.foreach.items():
-        if var == "prompt":
-            continue
-        words = ("all",) if var == "layer" else ("all", "last")
-        values = spec if isinstance(spec, list) else [spec]
-        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
-        if spec in words or (values and len(ints) == len(values)):
-            if var == "layer" and info is not None:
-                bad = [v for v in ints if not -info.n_layers <= v < info.n_layers]
-                if bad:
-                    issues.append(layer_issue(bad[0], info.n_layers, f"{path}.layer", s.id))
-            continue
-        issues.append(Issue("invalid_value", f"foreach {var} {spec!r} is not " + " or ".join(
-            f"`{w}`" for w in words) + ", an integer or a list of integers", f"{path}.{var}",
-            s.id, f"e.g. foreach: {{{var}: all}} or {{{var}: [0, 1]}}"))
+        issues += LOOPS[var].check(spec, info, f"{path}.{var}", s.id)
     return issues
 
 

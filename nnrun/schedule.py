@@ -31,6 +31,7 @@ class InvokePlan:
     # After the forward statements: the backward pass of one metric's sum (its node id) and
     # the statements inside it, gradient requests in reverse firing order.
     backward: tuple[str, list[tuple[str, Stmt]]] | None = None
+    after: list[tuple[str, Stmt]] = field(default_factory=list)  # after the generation steps
 
     @property
     def looped(self) -> bool:
@@ -213,6 +214,8 @@ def _order_invoke(plan: InvokePlan, graph: Graph) -> list[Issue]:
     """Sort statements into firing order (stable w.r.t. data order) and verify every point;
     statements of the backward pass go into `plan.backward`, in reverse firing order."""
     points = [dict(zip(plan.binding.loop_vars, p)) for p in plan.binding.points]
+    plan.after = [(nid, s) for nid, s in plan.stmts if s.after_steps]
+    plan.stmts = [(nid, s) for nid, s in plan.stmts if not s.after_steps]
     issues = _split_backward(plan, graph, points)
     if issues:
         return issues
@@ -390,8 +393,8 @@ def _mark_collections(graph: Graph, plans: dict[str, InvokePlan]) -> None:
     for plan in plans.values():
         if not plan.looped:
             continue
-        mine = {nid for nid, _ in plan.stmts}
-        for nid in dict.fromkeys(n for n, _ in plan.stmts):
+        mine = {nid for nid, _ in plan.stmts + plan.after}
+        for nid in dict.fromkeys(n for n, _ in plan.stmts + plan.after):
             if not graph.nodes[nid].type.has_output or not plan.loops(nid):
                 continue
             users = [c for c in graph.consumers(nid) if c.id not in mine]

@@ -119,7 +119,8 @@ def metadata(compiled, node_id: str, config_hash: str) -> dict[str, str]:
         meta["site"] = ",".join(sorted({p.site for p in reads if hasattr(p, "site")}))
         meta["writes"] = ",".join(p.id for p in reads if p.op == "write")
         meta["layers"] = json.dumps({p.id: getattr(p, "layer", None) for p in reads})
-        meta["positions"] = json.dumps({p.id: _plain(p.position) for p in reads})
+        meta["positions"] = json.dumps({p.id: _plain(p.position) for p in reads
+                                        if hasattr(p, "position")})  # `generated` has none
     resolved = {r: list(binding.positions[r].labels[:MAX_LABELS]) for r in chain
                 if r in binding.positions and binding.positions[r].labels}
     invoke_coords = {k: v for k, v in binding.node_coords.get(node_id, {}).items()

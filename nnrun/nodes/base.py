@@ -59,11 +59,13 @@ class Stmt:
     """One line of generated Python. `access` is set when the line touches the model, so the
     scheduler can put it in forward-execution order. `grad_of` (a node id: a per-example metric
     of the same invoke) puts the line in the backward pass of that metric's sum, a block after
-    the forward lines, where the scheduler orders accesses in reverse firing order."""
+    the forward lines, where the scheduler orders accesses in reverse firing order.
+    `after_steps` puts it after the invoke's generation steps, once generation is over."""
 
     code: str
     access: Access | None = None
     grad_of: str | None = None
+    after_steps: bool = False   # runs in its invoke after the generation steps (tracer.result)
 
 
 class NodeType:

@@ -11,12 +11,14 @@ from nnrun.nodes.base import NodeParams, NodeType, Port, Stmt, register
 from nnrun.nodes.fields import (
     HeadSpec,
     LayerSpec,
+    LoopRef,
     PositionSpec,
     after_position,
     check_head,
     check_site,
     head_field,
     layer_field,
+    loop_var,
     picks,
     position_field,
     site_axes,
@@ -50,7 +52,9 @@ class Write(NodeType):
         mode: Literal["replace", "add", "patch"] = "replace"
         constant: float | None = Field(None, description="replace/add this number instead of "
                                                          "an input edge (0 = zero-ablation)")
-        coefficient: float = Field(1.0, description="add mode: scale of the added value")
+        coefficient: float | LoopRef = Field(
+            1.0, description="add mode: scale of the added value (a number, or "
+                             "`{coefficient}` from a foreach: a coefficient sweep)")
         at: Literal["output", "input"] = Field("output", description="for module paths only")
 
     def check(self, p, ctx):
@@ -81,7 +85,9 @@ class Write(NodeType):
             target = ctx.target(ref.code, p.position, after_position(p))
             value = self._value(p, ctx, ref)
             if p.mode == "add":
-                value = f"{target} + {ctx.literal(p.coefficient)} * {value}"
+                scale = ctx.index(p.coefficient) if loop_var(p.coefficient) else \
+                    ctx.literal(p.coefficient)
+                value = f"{target} + {scale} * {value}"
             stmts.append(Stmt(f"{target} = {value}", ref.access))
         return stmts
 
