@@ -140,6 +140,10 @@ FORBIDDEN_KEYS: dict[str, tuple[str, str, str]] = {
               "model.trust_remote_code=true`) or in your own configs/model/*.yaml"),
     "backend": ("forbidden_backend", "an experiment file may not choose where it runs",
                 "choose the backend on your command line (backend=ndif)"),
+    "resume": ("forbidden_resume", "an experiment file may not decide whether earlier results "
+               "are reused", "pass resume=true (or resume=failed) on your command line"),
+    "memory_budget": ("forbidden_budget", "an experiment file may not set the memory budget",
+                      "pass memory_budget=... on your command line"),
     "export_path": ("forbidden_path", "an experiment file may not choose where files are "
                     "written", "pass export_path=... on your command line"),
 }
