@@ -273,7 +273,7 @@ backend = data["backend"]  # keyword arguments of the outermost context: {} here
 
 def generate(graph: Graph, binding: Binding, source_name: str = "") -> Program:
     """Compile the graph into a Program (schedule + source text)."""
-    names = Namespace()
+    names = Namespace(PROGRAM_NAMES + _preamble_names())
     for variable in LOOP_NAMES:
         names.name(("loop", variable), variable)
     for nid in graph.order:  # node values claim their ids first: derived names yield to them
@@ -303,6 +303,17 @@ def generate(graph: Graph, binding: Binding, source_name: str = "") -> Program:
             "program_too_large", f"{len(w.lines):,} lines (limit {MAX_PROGRAM_LINES:,})",
             "graph", hint="use foreach or a dataset instead of listing nodes one by one")])
     return Program("\n".join(w.lines) + "\n", w.line_map, schedule)
+
+
+def _preamble_names() -> tuple[str, ...]:
+    """The functions node types define in the program's preamble (`decode_ids`, `pearson`):
+    reserved, so that no node value shadows one."""
+    import re
+
+    from nnrun.nodes import REGISTRY
+
+    return tuple(name for t in REGISTRY.types()
+                 for name in re.findall(r"^def (\w+)", t.preamble, re.MULTILINE))
 
 
 def _header(w: _Writer, graph: Graph, schedule: Schedule, source: str) -> None:
