@@ -24,8 +24,7 @@ def experiment_on_demo(name: str, limit: int | None = None, **data) -> dict:
     path = REPO / "experiments" / f"{name}.yaml"
     config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     config["model"] = {"name": "demo", "path": "builtin:demo"}
-    if limit:
-        config["data"]["limit"] = limit
-    config["data"].update(data)
+    if limit or data:
+        config["data"] = {**config["data"], **data, **({"limit": limit} if limit else {})}
     compiled = compile_program(config, path)
     return execute(compiled, load_model(compiled.model))
