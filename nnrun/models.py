@@ -297,8 +297,10 @@ def load_lazy(spec: ModelSpec):
             "model.path", hint="if you trust it, add `model.trust_remote_code=true` (and pin "
                                "model.revision to a commit) on your command line")])
     try:
+        # eager attention, as load_model: attention weights (attention_pattern) exist under scan
         return TransformersModel(path, task="text-generation", tokenizer=load_tokenizer(spec),
-                                 revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+                                 revision=spec.revision, trust_remote_code=spec.trust_remote_code,
+                                 attn_implementation="eager")
     except (OSError, ValueError) as err:
         raise _unavailable(spec, err) from err
 

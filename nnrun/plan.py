@@ -35,15 +35,19 @@ def plan_report(compiled) -> str:
         n = sum(len(p.binding.points) for p in trace.invokes)
         lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {n} invoke(s) per chunk in one "
                      "batched forward pass")
-    if any(t.scope.kind == "generate" for t in schedule.traces):
+    grads = any(n.type.needs_grad for n in compiled.graph.nodes.values())
+    if grads or any(t.scope.kind == "generate" for t in schedule.traces):
         shapes = {nid: derived_shape(compiled, nid) for nid in schedule.returns}
-        lines.append("  (generation cannot be scanned; shapes derived from the config)")
+        lines.append("  (generation and gradients cannot be scanned; shapes derived from the "
+                     "config)")
     else:  # the first chunk under scan; the example axis then scales to the whole dataset
         path = materialize(compiled.program)
-        run = import_program(path).run
-        values = call_program(compiled.program, path, run, ScanModel(load_lazy(compiled.model)),
-                              chunk_data(binding, *chunks[0], device="meta"),
-                              graph=compiled.graph)
+        lazy, values = ScanModel(load_lazy(compiled.model)), {}
+        for run, _, given in import_program(path).PASSES:
+            data = chunk_data(binding, *chunks[0], device="meta")
+            data["given"] = {nid: _fake(compiled, nid) for nid in given}   # earlier passes'
+            values.update(call_program(compiled.program, path, run, lazy, data,
+                                       graph=compiled.graph))
         shapes = {nid: _whole_dataset(compiled, nid, list(getattr(values[nid], "shape", [])))
                   for nid in schedule.returns}
     itemsize = dtype_bytes(compiled.model.dtype)
@@ -70,6 +74,13 @@ def _budget_lines(compiled) -> list[str]:
     return need.lines() + [f"  memory budget: {human(budget)} ({verdict})"]
 
 
+def _fake(compiled, nid: str):
+    """A dataset-level value of an earlier pass, as zeros of its shape (no weights ran)."""
+    import torch
+
+    return torch.zeros(derived_shape(compiled, nid), device="meta")
+
+
 def _whole_dataset(compiled, nid: str, shape: list[int]) -> list[int]:
     axes = compiled.graph.axes[nid]
     if "example" in axes and shape:
@@ -80,8 +91,8 @@ def _whole_dataset(compiled, nid: str, shape: list[int]) -> list[int]:
 def derived_shape(compiled, nid) -> list[int]:
     """A value's shape over the whole dataset from the config alone (axes, tick labels, sizes)."""
     info, coords = compiled.graph.info, compiled.binding.node_coords.get(nid, {})
-    sizes = {"hidden": info.hidden_size, "vocab": info.vocab_size,
-             "example": compiled.binding.n_examples}
+    sizes = {"hidden": info.hidden_size, "vocab": info.vocab_size, "head_dim": info.head_dim,
+             "head": info.n_heads, "example": compiled.binding.n_examples}
     loops = {}
     for plan in (p for t in compiled.program.schedule.traces for p in t.invokes):
         if plan.step is not None:

@@ -126,3 +126,11 @@ def test_ablation_on_the_demo_model():
         layer, head = divmod(int(effect.argmin()), effect.shape[1])
         assert (layer, head) == (0, 2) and effect[0, 2] < -0.8 * clean, kind
         assert (effect.abs() < 0.1 * clean).sum() >= 12, kind   # most heads barely matter
+
+
+def test_plan_scans_every_pass():
+    """stage=plan: the later pass is scanned too, with zeros standing in for the mean."""
+    from nnrun.plan import plan_report
+
+    report = plan_report(compile_program(ablation_config("tiny-gpt2")))
+    assert "mean_logits          (layer, head, example, vocab) = (2, 4, 3, 67)" in report

@@ -89,3 +89,12 @@ def test_ioi_head_attends_from_the_end_to_the_repeated_name_on_the_demo_model():
     assert torch.allclose(patterns.sum(-1), torch.ones(()), atol=1e-5)
     causal = torch.ones(14, 14).triu(1).bool()
     assert patterns.transpose(2, 3)[..., causal].abs().max() == 0      # no look-ahead
+
+
+def test_plan_scans_attention_patterns():
+    """stage=plan loads the lazy model with eager attention too, so the weights exist."""
+    from nnrun.plan import plan_report
+
+    report = plan_report(compile_program(config("tiny-llama", [
+        {"id": "p", "op": "read", "site": "attention_pattern", "layer": "all", "scope": "t"}])))
+    assert "(layer, example, position, head, key) = (2, 2, 8, 4, 8)" in report
