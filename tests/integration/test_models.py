@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,12 +75,19 @@ def test_json_experiment_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("model", ["tiny_gpt2", "tiny_llama"])
-def test_every_builtin_experiment_validates(tmp_path, model):
-    for path in sorted((REPO / "experiments").glob("*.yaml")):
-        proc = nnrun(f"experiment={path.stem}", f"model={model}", "stage=validate",
-                     f"hydra.run.dir={tmp_path / path.stem}", cwd=tmp_path)
-        assert proc.returncode == 0, (path.name, proc.stderr)
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_builtin_experiment_validates(tmp_path, path):
+    """On the model it was written for, and its site map on the other families: the tiny models
+    have 2 layers, so the only problem an experiment may have there is a layer the demo has."""
+    from nnrun_inprocess import run_nnrun
+
+    for model in ("demo", "tiny_gpt2", "tiny_llama"):
+        result = run_nnrun([f"experiment={path.stem}", f"model={model}", "stage=validate"],
+                           cwd=tmp_path, run_dir=tmp_path / model)
+        codes = set(re.findall(r"\[([a-z_]+)\]", result.stderr))
+        ok = result.code == 0 or (model != "demo" and codes == {"layer_out_of_range"})
+        assert ok, (path.name, model, result.stderr)
 
 
 def test_a_run_that_fails_before_the_model_loads_leaves_a_failed_manifest(tmp_path):
