@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/nnrun experiment=patching
 
-# Run the linter and the test suite (what CI runs).
+# Run the linter and the test suite (what CI runs), on 2 workers (pytest-xdist).
 test: lint
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -n 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nnrun tests benchmarks
