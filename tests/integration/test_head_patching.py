@@ -133,3 +133,48 @@ def test_ioi_name_mover_head_on_the_demo_model():
     assert denoising[others].abs().max() < 0.1 and noising[others].abs().max() < 0.1
     by_position = got["denoising_by_position"][layer, head]            # positions S2, END
     assert by_position[-1] > 0.9 and by_position[0].abs() < 0.05
+
+
+SUBMODULE = {"tiny-gpt2": {"attention_output": "attn", "mlp_output": "mlp"},
+             "tiny-llama": {"attention_output": "self_attn", "mlp_output": "mlp"}}
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("site", ["attention_output", "mlp_output"])
+def test_attention_and_mlp_output_patching_equals_plain_hooks(model, site):
+    """Each layer's whole attention (a tuple output: element 0) or MLP output, every position."""
+    graph = {"scopes": [{"id": "c", "kind": "trace", "input": {"column": "clean"}},
+                        {"id": "t", "kind": "trace"},
+                        {"id": "p", "kind": "invoke", "parent": "t", "input": {"column": "corrupt"},
+                         "foreach": {"layer": "all"}}],
+             "nodes": [{"id": "clean", "op": "read", "site": site, "layer": "all", "scope": "c"},
+                       {"id": "w", "op": "write", "site": site, "layer": "{layer}",
+                        "mode": "patch", "scope": "p"},
+                       {"id": "logits", "op": "read", "site": "logits", "position": "last",
+                        "scope": "p"}, {"id": "s", "op": "save"}],
+             "edges": [{"src": "clean", "dst": "w.value"}, {"src": "logits", "dst": "s"}]}
+    compiled = compile_program({"format": 1, "name": "t", "data": {"rows": ROWS}, "graph": graph,
+                                "model": {"name": model, "path": f"builtin:{model}"}})
+    got = execute(compiled, load_model(compiled.model))["logits"]     # (layer, example, vocab)
+    hf, tok = reference_model(model)
+    blocks = hf.get_submodule(PROJ[model][0])
+    modules = [b.get_submodule(SUBMODULE[model][site]) for b in blocks]
+
+    def first(o):
+        return o[0] if isinstance(o, tuple) else o
+    for i, row in enumerate(ROWS):
+        cache = {}
+        hooks = [m.register_forward_hook(lambda m, a, o, k=k: cache.__setitem__(k, first(o)))
+                 for k, m in enumerate(modules)]
+        with torch.no_grad():
+            hf(tok(row["clean"], return_tensors="pt")["input_ids"])
+        for h in hooks:
+            h.remove()
+        for layer, module in enumerate(modules):
+            h = module.register_forward_hook(
+                lambda m, a, o, k=layer: (cache[k],) + o[1:] if isinstance(o, tuple) else cache[k])
+            with torch.no_grad():
+                want = hf(tok(row["corrupt"], return_tensors="pt")["input_ids"]).logits[0, -1]
+            h.remove()
+            assert (got[layer, i] - want).abs().max() <= 1e-5
+    assert (got[0] - got[-1]).abs().max() > 1e-3
