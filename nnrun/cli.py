@@ -259,9 +259,14 @@ def _command_line_error(err: Exception) -> NnrunError | None:
             hint="write key=value (quote values with spaces or commas: 'params.x=\"a, b\"'); "
                  "see `nnrun --help`")])
     if isinstance(err, HydraException):
+        text = str(err).strip().splitlines()[0]
+        hint = "see `nnrun --help`; HYDRA_FULL_ERROR=1 shows Hydra's traceback"
+        if text.startswith("Could not override"):  # the key is not in the composed config
+            key = text.split("'")[1] if "'" in text else "key"
+            hint = (f"`{key}` is not in the config: add it with +{key}=... (or ++{key}=... to "
+                    "add or override); check the spelling with `nnrun --cfg job`")
         return CommandLineError("the command line could not be used:", [Issue(
-            "hydra_error", str(err).strip().splitlines()[0], "command line",
-            hint="see `nnrun --help`; HYDRA_FULL_ERROR=1 shows Hydra's traceback")])
+            "hydra_error", text, "command line", hint=hint)])
     return None
 
 

@@ -35,11 +35,12 @@ def plan_report(compiled) -> str:
         n = sum(len(p.binding.points) for p in trace.invokes)
         lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {n} invoke(s) per chunk in one "
                      "batched forward pass")
-    grads = any(n.type.needs_grad for n in compiled.graph.nodes.values())
-    if grads or any(t.scope.kind == "generate" for t in schedule.traces):
+    unscannable = any(n.type.needs_grad or not n.type.scannable
+                      for n in compiled.graph.nodes.values())
+    if unscannable or any(t.scope.kind == "generate" for t in schedule.traces):
         shapes = {nid: derived_shape(compiled, nid) for nid in schedule.returns}
-        lines.append("  (generation and gradients cannot be scanned; shapes derived from the "
-                     "config)")
+        lines.append("  (generation, gradients and decoded text cannot be scanned; shapes "
+                     "derived from the config)")
     else:  # the first chunk under scan; the example axis then scales to the whole dataset
         path = materialize(compiled.program)
         lazy, values = ScanModel(load_lazy(compiled.model)), {}

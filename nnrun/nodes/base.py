@@ -85,6 +85,8 @@ class NodeType:
     is_sink: ClassVar[bool] = False         # consumes values after the program ran (save, plots)
     has_output: ClassVar[bool] = True
     needs_grad: ClassVar[bool] = False      # its trace runs with gradients enabled
+    scannable: ClassVar[bool] = True        # False: needs real values (decodes tokens to text),
+                                            # so `stage=plan` derives shapes instead of scanning
     preamble: ClassVar[str] = ""            # helper functions the emitted code calls
     # How a sink consumes a value computed chunk by chunk over the examples (nnrun.sinks):
     # `collect` (concatenate, then write_artifacts), `stream` (append to disk per chunk) or

@@ -12,6 +12,7 @@ from nnrun.nodes.base import InputNode, NodeParams, Stmt, dim_of, drop_axis, reg
 @register
 class Decode(InputNode):
     op = "decode"
+    scannable = False  # token ids become text: fake tensors under scan have no values
     summary = ("token ids → token strings (saved as JSON); `join: step` decodes the tokens "
                "along an axis as one text (generated continuations)")
     preamble = '''

@@ -12,6 +12,7 @@ from nnrun.nodes.base import NodeParams, NodeType, Port, Stmt, register
 @register
 class TopKTokens(NodeType):
     op = "topk_tokens"
+    scannable = False  # token ids become text: fake tensors under scan have no values
     summary = ("the k most likely tokens over the `vocab` axis as [token, probability] pairs "
                "(a `k` axis; for `table`)")
     inputs = {"logits": Port("logits with a trailing `vocab` axis")}

@@ -98,3 +98,18 @@ def test_a_run_that_fails_before_the_model_loads_leaves_a_failed_manifest(tmp_pa
     assert manifest["status"] == "failed" and manifest["error"]["type"] == "ConfigError"
     assert manifest["model"]["name"] == "tiny-gpt2" and manifest["experiment"]["name"]
     assert not (tmp_path / "run" / "COMPLETED").exists()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_builtin_experiment_plans(tmp_path, path):
+    """`stage=plan` works for every experiment, also those that decode tokens to text (they
+    cannot be scanned with fake tensors: their shapes are derived instead)."""
+    from nnrun_inprocess import run_nnrun
+
+    result = run_nnrun([f"experiment={path.stem}", "stage=plan", "++data.limit=4"]
+                       if "data:" in path.read_text() else
+                       [f"experiment={path.stem}", "stage=plan"], cwd=tmp_path,
+                       run_dir=tmp_path / "run")
+    assert result.code == 0, result.stderr
+    assert "memory estimate" in result.stdout

@@ -47,3 +47,11 @@ def test_seed_must_be_an_integer():
         check_run_settings({"seed": "abc"})
     assert info.value.issues[0].code == "invalid_seed"
     check_run_settings({"seed": 3})
+
+
+def test_overriding_a_key_the_config_lacks_says_how_to_add_it():
+    from hydra.errors import ConfigCompositionException
+
+    err = _command_line_error(ConfigCompositionException("Could not override 'data.limit'."))
+    assert (err.exit_code, err.issues[0].code) == (2, "hydra_error")
+    assert "+data.limit=" in err.issues[0].hint
