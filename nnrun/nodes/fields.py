@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, StrictInt
 
 from nnrun.errors import Issue
+from nnrun.nodes.base import NodeParams
 from nnrun.refs import Column, Match
 from nnrun.sites import SITES, is_named_site, resolve, site_needs_layer, site_of
 
@@ -47,6 +48,17 @@ def head_field():
     return Field(None, description="for sites split into heads (attention_heads): one head "
                                    "(int, negative from the end), `all` (a `head` axis) or "
                                    "`{head}` from a foreach")
+
+
+class SiteParams(NodeParams):
+    """The fields of a node that touches the model at one site (read, write, grad): each such
+    node's Params subclasses this and narrows `op`."""
+
+    site: str = site_field()
+    layer: LayerSpec | None = layer_field()
+    position: PositionSpec = position_field()
+    head: HeadSpec | None = head_field()
+    at: Literal["output", "input"] = Field("output", description="for module paths only")
 
 
 def loop_var(value) -> str | None:

@@ -5,23 +5,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
-from nnrun.nodes.base import NodeParams, NodeType, Port, Stmt, register
+from nnrun.nodes.base import NodeType, Port, Stmt, register
 from nnrun.nodes.fields import (
-    HeadSpec,
-    LayerSpec,
-    PositionSpec,
+    SiteParams,
     after_position,
     check_head,
     check_site,
-    head_field,
-    layer_field,
     point_axes,
-    position_field,
     remaining_after_position,
     site_coords,
-    site_field,
 )
 
 
@@ -43,13 +35,8 @@ class Grad(NodeType):
     needs_grad = True
     inputs = {"metric": Port("per-example scalar computed in the same invoke (e.g. logit_diff)")}
 
-    class Params(NodeParams):
+    class Params(SiteParams):
         op: Literal["grad"] = "grad"
-        site: str = site_field()
-        layer: LayerSpec | None = layer_field()
-        position: PositionSpec = position_field()
-        head: HeadSpec | None = head_field()
-        at: Literal["output", "input"] = Field("output", description="for module paths only")
 
     def check(self, p, ctx):
         return check_site(p, ctx) + check_head(p, ctx)

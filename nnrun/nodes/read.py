@@ -4,25 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
-from nnrun.nodes.base import NodeParams, NodeType, register
+from nnrun.nodes.base import NodeType, register
 from nnrun.nodes.fields import (
-    HeadSpec,
-    LayerSpec,
-    PositionSpec,
+    SiteParams,
     after_position,
     check_head,
     check_keys_aligned,
     check_site,
     emit_per_layer,
-    head_field,
-    layer_field,
     point_axes,
-    position_field,
     remaining_after_position,
     site_coords,
-    site_field,
 )
 
 
@@ -35,13 +27,8 @@ class Read(NodeType):
     summary = "activation at a site; several layers are stacked on a `layer` axis"
     touches_model = True
 
-    class Params(NodeParams):
+    class Params(SiteParams):
         op: Literal["read"] = "read"
-        site: str = site_field()
-        layer: LayerSpec | None = layer_field()
-        position: PositionSpec = position_field()
-        head: HeadSpec | None = head_field()
-        at: Literal["output", "input"] = Field("output", description="for module paths only")
 
     def check(self, p, ctx):
         return check_site(p, ctx) + check_head(p, ctx)

@@ -7,22 +7,16 @@ from typing import Literal
 from pydantic import Field
 
 from nnrun.errors import Issue
-from nnrun.nodes.base import NodeParams, NodeType, Port, Stmt, register
+from nnrun.nodes.base import NodeType, Port, Stmt, register
 from nnrun.nodes.fields import (
-    HeadSpec,
-    LayerSpec,
     LoopRef,
-    PositionSpec,
+    SiteParams,
     after_position,
     check_head,
     check_site,
-    head_field,
-    layer_field,
     loop_var,
     picks,
-    position_field,
     site_axes,
-    site_field,
 )
 from nnrun.sites import is_named_site, site_of
 
@@ -43,19 +37,14 @@ class Write(NodeType):
     has_output = False
     inputs = {"value": Port("tensor to write (replace, add) or patch from", required=False)}
 
-    class Params(NodeParams):
+    class Params(SiteParams):
         op: Literal["write"] = "write"
-        site: str = site_field()
-        layer: LayerSpec | None = layer_field()
-        position: PositionSpec = position_field()
-        head: HeadSpec | None = head_field()
         mode: Literal["replace", "add", "patch"] = "replace"
         constant: float | None = Field(None, description="replace/add this number instead of "
                                                          "an input edge (0 = zero-ablation)")
         coefficient: float | LoopRef = Field(
             1.0, description="add mode: scale of the added value (a number, or "
                              "`{coefficient}` from a foreach: a coefficient sweep)")
-        at: Literal["output", "input"] = Field("output", description="for module paths only")
 
     def check(self, p, ctx):
         issues = check_site(p, ctx) + check_head(p, ctx)
