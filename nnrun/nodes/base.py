@@ -73,7 +73,7 @@ class NodeType:
 
     Subclasses set the class attributes and override the hooks they need. Hooks receive the
     validated params and a context object from the calling stage (see `nnrun.graph.CheckContext`,
-    `nnrun.codegen.EmitContext`, `nnrun.outputs.ArtifactContext`).
+    `nnrun.emit.EmitContext`, `nnrun.outputs.ArtifactContext`).
     """
 
     op: ClassVar[str]

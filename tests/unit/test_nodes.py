@@ -37,7 +37,7 @@ class StubContext:
         return "tok"
 
     def pick_token(self, x, field_name, axes, keepdim=False):
-        from nnrun.codegen import EmitContext
+        from nnrun.emit import EmitContext
 
         return EmitContext.pick_token(self, x, field_name, axes, keepdim)
 

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from nnrun.bind import bind
-from nnrun.codegen import LOOP_NAMES, PROGRAM_NAMES, Namespace, generate
+from nnrun.codegen import generate
+from nnrun.emit import LOOP_NAMES, PROGRAM_NAMES, Namespace
 from nnrun.errors import CompileError, NnrunError
 from nnrun.graph import build_graph
 from nnrun.load import load_experiment_file

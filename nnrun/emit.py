@@ -1,0 +1,227 @@
+"""What a node's `emit()` may ask for while its code is generated (`EmitContext`), and the one
+namespace every generated name is claimed from (`Namespace`, after torch.fx's `_Namespace`).
+
+Invariant: every name in `program.py` comes from one `Namespace`, so node ids never collide with
+generated names, loop variables or the names the program uses for itself.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import math
+from dataclasses import dataclass
+
+from nnrun.bind import Binding
+from nnrun.errors import CompileError, Issue
+from nnrun.graph import Graph
+from nnrun.loops import LOOPS
+from nnrun.nodes.base import Access
+from nnrun.nodes.fields import concrete_layers, loop_var
+from nnrun.sites import python_ref, resolve, site_of
+
+# Names the program itself uses: the arguments, the parts of `data`, loop variables.
+PROGRAM_NAMES = ("model", "data", "values", "torch", "tracer", "run", "finish", "decode_ids",
+                 "rows", "prompts", "points", "index", "mask", "tokens", "backend", "given",
+                 "PASSES")
+LOOP_NAMES = (*LOOPS, "step")  # claimed first, so they keep their own names
+MAX_PROGRAM_LINES = 20_000
+
+
+class Namespace:
+    """One object, one name: every name is unique and never a keyword, a builtin or a name the
+    program uses for itself (after torch.fx's `_Namespace`)."""
+
+    def __init__(self, reserved: tuple[str, ...] = PROGRAM_NAMES) -> None:
+        self._taken = set(reserved) | set(keyword.kwlist) | set(dir(builtins))
+        self._names: dict[object, str] = {}
+
+    def name(self, obj: object, base: str) -> str:
+        """The name of `obj`, claimed from `base` the first time (`base`, `base_1`, ...)."""
+        if obj not in self._names:
+            candidate, n = base, 0
+            while candidate in self._taken:
+                n += 1
+                candidate = f"{base}_{n}"
+            self._taken.add(candidate)
+            self._names[obj] = candidate
+        return self._names[obj]
+
+
+@dataclass(frozen=True)
+class SiteRef:
+    access: Access
+    raw: str           # the model's own tensor, e.g. model.transformer.h[layer].attn.output[0]
+    view: str          # appended to `raw`, gives the site's axes (a view: writes reach the model)
+    layer: str | None  # the layer as code: a literal or a loop variable name
+
+    @property
+    def code(self) -> str:
+        return self.raw + self.view
+
+
+@dataclass
+class EmitContext:
+    """What a node's `emit()` may ask for while its code is generated."""
+
+    graph: Graph
+    binding: Binding
+    node_id: str
+    names: Namespace
+
+    @property
+    def node(self):
+        return self.graph.nodes[self.node_id]
+
+    @property
+    def out(self) -> str:
+        return self.var(self.node_id)
+
+    def var(self, node_id: str) -> str:
+        return self.names.name(("node", node_id), node_id)
+
+    def fresh(self, base: str) -> str:
+        """A new name derived from this node's (e.g. one part per layer)."""
+        return self.names.name(("part", self.node_id, base), base)
+
+    def loop(self, variable: str) -> str:
+        return self.names.name(("loop", variable), variable)
+
+    def _source(self, port: str, i: int = 0):
+        return self.graph.nodes[self.node.inputs[port][i]]
+
+    def input(self, port: str) -> str:
+        return self.var(self._source(port).id)
+
+    def source(self, port: str) -> str:
+        """The id of the node feeding `port`."""
+        return self._source(port).id
+
+    def in_axes(self, port: str) -> tuple[str, ...]:
+        return self.graph.source_axes(self.node_id, self._source(port).id)
+
+    @staticmethod
+    def literal(value) -> str:
+        """A number as Python source; non-finite floats stay valid Python."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"float({str(value)!r})"
+        return repr(value)
+
+    def token_ids(self, field_name: str) -> str:
+        """Code for this node's token ids of `field_name`: one per example, shape (example,)."""
+        return f"tokens[{f'{self.node_id}.{field_name}'!r}]"
+
+    def pick_token(self, x: str, field_name: str, axes: tuple[str, ...],
+                   keepdim: bool = False) -> str:
+        """`x[..., token]` with the token chosen per example: `axes` are x's, ending in vocab."""
+        shape = ", ".join("-1" if a == "example" else "1" for a in axes[:-1])
+        ids = f"{self.token_ids(field_name)}.view({shape}{', ' if shape else ''}1)"
+        picked = f"torch.take_along_dim({x}, {ids}, dim=-1)"
+        return picked if keepdim else picked + ".squeeze(-1)"
+
+    def stacks_layers(self, layer) -> bool:
+        return layer == "all" or isinstance(layer, list)
+
+    def site_refs(self, site: str, layer, at: str = "output") -> list[SiteRef]:
+        info = self.graph.info
+        descriptor = site_of(site, at)
+        template, event = resolve(site, info.family if info else None, at)
+        layers: list[str | None]
+        if layer is None:
+            layers = [None]
+        elif loop_var(layer):
+            layers = [self.loop(loop_var(layer))]
+        else:
+            layers = [str(v) for v in concrete_layers(layer, info.n_layers)]
+        element = descriptor.element
+        if element is None and info and event == "output" and \
+                template.replace("{layer}", "0") in info.tuple_outputs:
+            element = 0   # attention modules return (output, weights)
+        view = descriptor.view.format(**info.geometry) if descriptor.view and info else ""
+        refs = []
+        for value in layers:
+            module = template if value is None or not value.isdigit() else \
+                template.replace("{layer}", value)
+            raw = f"{python_ref(module, value)}.{event}"
+            raw += f"[{element}]" if element is not None else ""
+            refs.append(SiteRef(Access(module, event), raw, view, value))
+        return refs
+
+    def module_code(self, site: str) -> str:
+        """Code calling a whole module, e.g. `model.transformer.ln_f` for `final_norm`."""
+        info = self.graph.info
+        template, _ = resolve(site, info.family if info else None)
+        return python_ref(template)
+
+    def index(self, spec) -> str:
+        """One index expression along an axis: `all` keeps it, an int or a loop variable picks."""
+        if spec is None or spec == "all":
+            return ":"
+        return self.loop(loop_var(spec)) if loop_var(spec) else repr(spec)
+
+    def _after(self, after) -> str:
+        parts = [self.index(spec) for spec in after]
+        while parts and parts[-1] == ":":
+            parts.pop()
+        return "".join(f", {part}" for part in parts)
+
+    def select(self, code: str, position, after=(), trailing: int = 1) -> str:
+        """`code` (example, position, ...) read at this node's position(s), per example, then
+        at `after` (index specs of the axes that follow position); `trailing`: how many axes
+        remain after the position (they broadcast the mask of ragged prompts)."""
+        more = self._after(after)
+        if loop_var(position):
+            return f"{code}[:, {self.loop(loop_var(position))}{more}]"
+        where = self.binding.positions[self.node_id]
+        key = repr(self.node_id)
+        if where.kind == "slice":
+            return f"{code}[:, index[{key}]{more}]"
+        if where.kind == "row":
+            return f"{code}[rows, index[{key}]{more}]"
+        # Prompts of different lengths: gather each example's own tokens; cells past the end of
+        # a shorter prompt become NaN, so no statistic can mistake padding for a token.
+        present = f"mask[{key}]" + ".unsqueeze(-1)" * trailing
+        return (f"torch.where({present}, {code}[rows.unsqueeze(-1), index[{key}]{more}], "
+                "torch.nan)")
+
+    def target(self, code: str, position, after=()) -> str:
+        """The assignment target writing `code` at this node's position(s) (and `after`, as in
+        `select`), per example: one indexing, so that the write lands in the model's tensor."""
+        more = self._after(after)
+        if loop_var(position):
+            return f"{code}[:, {self.loop(loop_var(position))}{more}]"
+        where = self.binding.positions[self.node_id]
+        key = repr(self.node_id)
+        return {"slice": f"{code}[:, index[{key}]{more}]",
+                "row": f"{code}[rows, index[{key}]{more}]",
+                "ragged": f"{code}[:, :{more}]" if more else f"{code}[:]"}[where.kind]
+
+    def layer_index_into(self, port: str, layer_code: str | None) -> str:
+        """Index of `layer_code` (a literal or the foreach variable) in the input's stacked
+        `layer` axis, whichever node stacked it (a read, or a computation on one).
+
+        Raises:
+            CompileError: the input holds no value for a layer this node needs.
+        """
+        src = self._source(port)
+        layers = [int(v) for v in self.binding.node_coords[src.id].get("layer", [])]
+        missing = sorted(set(self._layer_values(layer_code)) - set(layers))
+        if missing:
+            raise CompileError(f"experiment `{self.graph.spec.name}` has 1 problem:", [Issue(
+                "layer_not_in_value", f"the value from `{src.id}` holds layers "
+                f"{layers}, not layer {', '.join(map(str, missing))} that this node needs",
+                self.node.path + ".layer", self.node_id,
+                f"read those layers in `{src.id}` (e.g. layer: all)")])
+        if layers == list(range(self.graph.info.n_layers)):
+            return f"[{layer_code}]"
+        return f"[{dict(zip(layers, range(len(layers))))}[{layer_code}]]"
+
+    def _layer_values(self, layer_code: str | None) -> list[int]:
+        """The layers `layer_code` takes: itself, or every value of the foreach variable."""
+        if layer_code is None:
+            return []
+        if layer_code.lstrip("-").isdigit():
+            return [int(layer_code)]
+        invoke = self.binding.invokes[self.graph.invoke_of(self.node.scope).id]
+        column = invoke.loop_vars.index("layer")
+        return [int(point[column]) for point in invoke.points]
