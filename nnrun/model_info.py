@@ -29,6 +29,7 @@ class ModelInfo:
             to hidden_size / n_heads; `n_kv_heads` to n_heads).
         n_params: parameter count (shared weights counted once).
         max_positions: the longest sequence the model takes (its position table), if known.
+        logits_to_keep: its forward takes `logits_to_keep` (unembed only the last positions).
     """
 
     model_type: str
@@ -43,6 +44,7 @@ class ModelInfo:
     head_dim: int = 0   # size of one head's output
     n_kv_heads: int = 0  # key/value heads (fewer than n_heads with grouped-query attention)
     max_positions: int | None = None
+    logits_to_keep: bool = False
 
     @property
     def modules(self) -> list[str]:
@@ -71,6 +73,7 @@ class ModelInfo:
 def info_from_config(config: Any) -> ModelInfo:
     """Build the model on the meta device and record its firing order with hooks."""
     import copy
+    import inspect
 
     import torch
     from transformers import AutoModelForCausalLM
@@ -120,6 +123,7 @@ def info_from_config(config: Any) -> ModelInfo:
         **_heads(text),
         max_positions=getattr(text, "n_positions", None)
         or getattr(text, "max_position_embeddings", None),
+        logits_to_keep="logits_to_keep" in inspect.signature(model.forward).parameters,
     )
 
 

@@ -48,10 +48,13 @@ class Port:
 
 @dataclass(frozen=True)
 class Access:
-    """One request to the model: a module path (may contain `{layer}`) and `input` or `output`."""
+    """One request to the model: a module path (may contain `{layer}`) and `input` or `output`.
+    `last_only`: the statement uses the last position of it only (so a trace whose logits are
+    all read that way may skip computing the others, see nnrun.fastpath)."""
 
     module: str
     event: Literal["input", "output"]
+    last_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from nnrun.nodes.base import NodeType, register
@@ -42,6 +43,10 @@ class Read(NodeType):
     def emit(self, p, ctx):
         check_keys_aligned(p, ctx)
         after, kept = after_position(p), remaining_after_position(p)
-        return emit_per_layer(ctx, ctx.site_refs(p.site, p.layer, p.at),
-                              lambda ref: f"{ctx.select(ref, p.position, after, kept)}.clone()",
-                              ctx.stacks_layers(p.layer))
+        stmts = emit_per_layer(ctx, ctx.site_refs(p.site, p.layer, p.at),
+                               lambda ref: f"{ctx.select(ref, p.position, after, kept)}.clone()",
+                               ctx.stacks_layers(p.layer))
+        if p.position != "last":
+            return stmts
+        return [replace(s, access=replace(s.access, last_only=True)) if s.access else s
+                for s in stmts]
