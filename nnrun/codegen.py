@@ -21,6 +21,7 @@ from nnrun.bind import Binding
 from nnrun.emit import LOOP_NAMES, MAX_PROGRAM_LINES, PROGRAM_NAMES, EmitContext, Namespace
 from nnrun.graph import Graph
 from nnrun.schedule import InvokePlan, PassPlan, Schedule, TracePlan, make_schedule
+from nnrun.sites import python_ref
 
 
 @dataclass
@@ -58,8 +59,10 @@ tokens = data["tokens"]  # "node.field" -> (example,) token ids
 backend = data["backend"]  # keyword arguments of the outermost context: {} here, remote=... for NDIF'''
 
 
-def generate(graph: Graph, binding: Binding, source_name: str = "") -> Program:
-    """Compile the graph into a Program (schedule + source text)."""
+def generate(graph: Graph, binding: Binding, source_name: str = "",
+             fast: bool = True) -> Program:
+    """Compile the graph into a Program (schedule + source text); `fast`: take the fast paths
+    where they give the same numbers (nnrun.fastpath)."""
     names = Namespace(PROGRAM_NAMES + _preamble_names())
     for variable in LOOP_NAMES:
         names.name(("loop", variable), variable)
@@ -67,7 +70,7 @@ def generate(graph: Graph, binding: Binding, source_name: str = "") -> Program:
         names.name(("node", nid), nid)
     ctx = {nid: EmitContext(graph, binding, nid, names) for nid in graph.nodes}
     emit = lambda nid: graph.nodes[nid].type.emit(graph.nodes[nid].params, ctx[nid])  # noqa: E731
-    schedule = make_schedule(graph, binding, emit)
+    schedule = make_schedule(graph, binding, emit, fast)
     w = _Writer()
     _header(w, graph, schedule, source_name)
     functions = []
@@ -111,6 +114,8 @@ def _header(w: _Writer, graph: Graph, schedule: Schedule, source: str) -> None:
              'so left padding cannot shift\nthem. Do not edit: regenerate with '
              '`nnrun ... stage=export`.\n"""')
     w.add(0, f"# experiment: {graph.spec.name!r}" + (f"  (from {source!r})" if source else ""))
+    if any(t.prefix for t in schedule.traces):
+        w.add(0, "import itertools")
     w.add(0, "import torch\n")
     for pre in schedule.preambles:
         w.add(0, pre.rstrip())
@@ -168,31 +173,66 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
     if grads:  # run() is under no_grad: only the traces that need gradients keep them
         w.add(depth, f"with torch.enable_grad():  # gradients for: {', '.join(grads)}")
         depth += 1
-    if s.kind == "generate":
-        n = s.max_new_tokens
-        w.add(depth, f"with model.generate(max_new_tokens={n}, min_new_tokens={n}, "
-                     f"do_sample=False{', ' + backend if backend else ''}) as tracer:  "
-                     f"# scope: {s.id}")
-    else:
-        w.add(depth, f"with model.trace({backend}) as tracer:  # scope: {s.id}")
-    body = depth + 1
-    barrier = {b: names.name(("barrier", s.id, b), b) for b in trace.barriers}
-    for name in trace.barriers:
-        w.add(body, f"{barrier[name]} = tracer.barrier(2)")
+    kwargs = ", ".join(part for part in (
+        "logits_to_keep=1" if trace.last_logits else "", backend) if part)
+    note = "; only the last position's logits are used" if trace.last_logits else ""
     var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
     points = lambda nid: names.name(("points", nid), f"{var(nid)}_points")  # noqa: E731
-    for plan in trace.invokes:
-        for nid in plan.collect:
-            save = "" if session or nid not in schedule.saves else ".save()"
-            w.add(body, f"{points(nid)} = list(){save}  # one entry per loop point", nid)
-    for plan in trace.invokes:
-        _invoke(w, body, plan, graph, schedule, names, barrier)
+    if trace.prefix is not None:
+        _prefix_trace(w, depth, trace, graph, schedule, names, kwargs, note)
+    else:
+        if s.kind == "generate":
+            n = s.max_new_tokens
+            w.add(depth, f"with model.generate(max_new_tokens={n}, min_new_tokens={n}, "
+                         f"do_sample=False{', ' + backend if backend else ''}) as tracer:  "
+                         f"# scope: {s.id}")
+        else:
+            w.add(depth, f"with model.trace({kwargs}) as tracer:  # scope: {s.id}{note}")
+        body = depth + 1
+        barrier = {b: names.name(("barrier", s.id, b), b) for b in trace.barriers}
+        for name in trace.barriers:
+            w.add(body, f"{barrier[name]} = tracer.barrier(2)")
+        for plan in trace.invokes:
+            for nid in plan.collect:
+                save = "" if session or nid not in schedule.saves else ".save()"
+                w.add(body, f"{points(nid)} = list(){save}  # one entry per loop point", nid)
+        for plan in trace.invokes:
+            _invoke(w, body, plan, graph, schedule, names, barrier)
     depth -= 1 if grads else 0
     for plan in trace.invokes:
         for nid in plan.collect:
             save = ".save()" if session and nid in schedule.saves else ""
             w.add(depth, f"{var(nid)} = {_stacked(plan, nid, points(nid))}"
                          f"{save}  # {_axes(graph, nid)}", nid)
+
+
+def _prefix_trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Schedule,
+                  names: Namespace, kwargs: str, note: str) -> None:
+    """The foreach invoke with prefix reuse (nnrun.fastpath): the prefix run, then one trace
+    per layer whose points skip the blocks before their layer (always inside a session)."""
+    plan, reuse = trace.invokes[0], trace.prefix
+    scope = plan.binding.scope
+    prefix = names.name(("prefix", scope), f"prefix_{scope}")
+    block = names.name(("prefix_block",), "block")
+    blocks = python_ref(reuse.block, block)
+    w.add(depth, f"{prefix} = list()  # blocks 0..{reuse.depth - 1} of the unedited run: the "
+                 "points reuse them (nnrun.fastpath)")
+    keep = "logits_to_keep=1" if graph.info.logits_to_keep else ""  # it reads no logits
+    w.add(depth, f"with model.trace({keep}) as tracer:  # scope: {trace.scope.id} (prefix run: "
+                 "the points' prompts, no edits)")
+    w.add(depth + 1, f"with tracer.invoke(prompts[{scope!r}]):")
+    w.add(depth + 2, f"for {block} in range({reuse.depth}):")
+    w.add(depth + 3, f"{prefix}.append({blocks}.output.clone())  # (example, position, hidden)")
+    for nid in plan.collect:
+        points = names.name(("points", nid), f"{names.name(('node', nid), nid)}_points")
+        w.add(depth, f"{points} = list()  # one entry per loop point", nid)
+    layer, group = names.name(("loop", "layer"), "layer"), names.name(("group", scope), "group")
+    w.add(depth, f"for {layer}, {group} in itertools.groupby(points[{scope!r}], "
+                 "key=lambda point: point[0]):  # one trace per layer")
+    w.add(depth + 1, f"with model.trace({kwargs}) as tracer:  # scope: {trace.scope.id}{note}")
+    skip = (f"for {block} in range({layer}):  # the point changes nothing before its layer",
+            f"    {blocks}.skip({prefix}[{block}].clone())  # a copy: the point may edit it")
+    _invoke(w, depth + 2, plan, graph, schedule, names, {}, (group, skip))
 
 
 def _stacked(plan: InvokePlan, nid: str, points: str) -> str:
@@ -207,16 +247,21 @@ def _stacked(plan: InvokePlan, nid: str, points: str) -> str:
 
 
 def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Schedule,
-            names: Namespace, barrier: dict[str, str]) -> None:
+            names: Namespace, barrier: dict[str, str],
+            prefix: tuple[str, tuple[str, ...]] | None = None) -> None:
+    """One invoke (for a foreach: one per point). `prefix`: (the points to run, the lines
+    that open the invoke) of a prefix reuse."""
     b = plan.binding
     var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
     if b.loop_vars:
         loops = [names.name(("loop", v), v) for v in b.loop_vars]
-        w.add(depth, f"for {', '.join(loops)}{',' if len(loops) == 1 else ''} in "
-                     f"points[{b.scope!r}]:")
+        source = prefix[0] if prefix else f"points[{b.scope!r}]"
+        w.add(depth, f"for {', '.join(loops)}{',' if len(loops) == 1 else ''} in {source}:")
         depth += 1
     w.add(depth, f"with tracer.invoke(prompts[{b.scope!r}]):  # scope: {b.scope}")
     depth += 1
+    for line in prefix[1] if prefix else ():
+        w.add(depth, line)
     first_step = ""
     if plan.step is not None:
         step = names.name(("loop", "step"), "step")

@@ -116,7 +116,8 @@ def compile_program(config: dict[str, Any], source: Path | None = None) -> Compi
         compiled.binding = bind(compiled.graph, load_tokenizer(compiled.model),
                                 compiled.dataset)
         compiled.program = generate(compiled.graph, compiled.binding,
-                                    source.name if source else "")
+                                    source.name if source else "",
+                                    fast=bool(config.get("fast_paths", True)))
         compiled.batch_size = _batch_size(compiled)
         fit_budget(compiled, config)
     return compiled

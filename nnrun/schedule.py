@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from nnrun.bind import Binding, InvokeBinding
 from nnrun.errors import CompileError, Issue, raise_if_issues
+from nnrun.fastpath import PrefixReuse, keeps_last_logits, prefix_reuse
 from nnrun.graph import Graph
 from nnrun.nodes.base import Stmt
 from nnrun.passes import assign_passes, phases
@@ -52,6 +53,8 @@ class TracePlan:
     scope: ScopeSpec
     invokes: list[InvokePlan] = field(default_factory=list)
     barriers: list[str] = field(default_factory=list)
+    last_logits: bool = False            # fast path: unembed the last position only
+    prefix: PrefixReuse | None = None    # fast path: reuse the unedited run's first blocks
 
 
 @dataclass
@@ -72,7 +75,8 @@ class PassPlan:
 
     @property
     def session(self) -> bool:
-        return len(self.traces) > 1
+        """Several traces (a prefix reuse is several: the prefix run, then one per layer)."""
+        return len(self.traces) > 1 or any(t.prefix for t in self.traces)
 
 
 @dataclass
@@ -96,8 +100,9 @@ class Schedule:
     passes: list[PassPlan] = field(default_factory=list)    # one, unless the model uses statistics
 
 
-def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
-    """Build the schedule. `emit(node_id) -> list[Stmt]` comes from codegen (it knows names).
+def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True) -> Schedule:
+    """Build the schedule. `emit(node_id) -> list[Stmt]` comes from codegen (it knows names);
+    `fast` takes the fast paths (nnrun.fastpath) where they give the same numbers.
 
     Raises:
         CompileError: out-of-order accesses, cross-invoke flows nnsight cannot express.
@@ -120,6 +125,10 @@ def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
     for plan in plans.values():
         issues += _order_invoke(plan, graph)
     issues += _cross_invoke(graph, traces)
+    if fast and not issues:
+        for trace in traces:
+            trace.last_logits = keeps_last_logits(trace, graph)
+            trace.prefix = prefix_reuse(trace, graph)
     phase, phase_issues = phases(graph)
     pass_of, pass_issues = assign_passes(graph, phase) if not phase_issues else ({}, [])
     issues += phase_issues + pass_issues + _post_feeds_model(graph, phase)
@@ -136,7 +145,7 @@ def make_schedule(graph: Graph, binding: Binding, emit) -> Schedule:
     final_returns = sorted({src for n in graph.nodes.values() if phase[n.id] == "sink"
                             for src in n.sources if phase[src] == "final"},
                            key=graph.order.index)
-    session = len(traces) > 1
+    session = len(traces) > 1 or any(t.prefix for t in traces)
     leaving = {src for n in graph.nodes.values() if _is_post(graph, n.id) or n.type.is_sink
                for src in n.sources}
     saves = {nid for nid in leaving if graph.invoke_of(graph.nodes[nid].scope) is not None}

@@ -1,0 +1,106 @@
+"""Compiler fast paths: ways to run a trace that change how much the model computes, never what
+the experiment's values are.
+
+* **Last-position logits.** When every use of the logits in a trace reads the last position
+  only, the trace passes `logits_to_keep=1`, and the model unembeds one position instead of all
+  of them (at GPT-2's shape the unembedding costs about five blocks per position).
+* **Prefix reuse.** A foreach over `layer` whose points change nothing before block `layer`
+  (activation patching of the residual stream, attention or MLP output at the looped layer)
+  recomputes blocks `0..layer-1` identically at every point. The compiled program runs those
+  blocks once per chunk, without the points' edits (the *prefix* run), then runs one trace per
+  layer in which every point skips the blocks before its layer and takes their cached output
+  (nnsight's `envoy.skip`; in a batched trace every invoke skips the same blocks, which is why
+  the points are grouped by layer). Over all layers this removes about half of the blocks'
+  work.
+
+Invariant: a fast path is taken only when the plain form would give the same numbers; the
+conditions are checked here, statically, from the statements' model accesses. `fast_paths:
+false` compiles the plain form (the tests compare the two).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nnrun.sites import resolve
+
+if TYPE_CHECKING:
+    from nnrun.graph import Graph
+    from nnrun.schedule import InvokePlan, TracePlan
+
+# A prefix run costs one forward pass of the chunk; reuse it only when the points skip at least
+# this many forward passes' worth of blocks in all (layers summed over points / layers).
+MIN_SAVED_PASSES = 2
+
+
+@dataclass(frozen=True)
+class PrefixReuse:
+    """How a foreach invoke reuses the unedited run's blocks: `block` is the blocks' module
+    path template (`transformer.h.{layer}`) and `depth` how many blocks the prefix run keeps
+    (the highest looped layer: its points skip blocks 0..depth-1)."""
+
+    block: str
+    depth: int
+
+
+def keeps_last_logits(trace: TracePlan, graph: Graph) -> bool:
+    """Whether the trace may compute the logits of the last position only: the model accepts
+    `logits_to_keep`, the trace is a forward pass (generation manages its own logits), and every
+    statement touching the logits module reads the last position."""
+    info = graph.info
+    if info is None or not info.logits_to_keep or info.family is None \
+            or trace.scope.kind != "trace":
+        return False
+    logits, _ = resolve("logits", info.family)
+    touching = [s.access for p in trace.invokes for _, s in _statements(p)
+                if s.access is not None and s.access.module == logits]
+    return bool(touching) and all(a.last_only for a in touching)
+
+
+def prefix_reuse(trace: TracePlan, graph: Graph) -> PrefixReuse | None:
+    """The prefix reuse of the trace's foreach invoke, or None when it would not be exact (or
+    would not pay): one invoke looping over `layer` first, no generation, gradients or barriers,
+    and every model access at block `layer` or after the last block."""
+    info = graph.info
+    if info is None or info.family is None or trace.scope.kind != "trace" \
+            or len(trace.invokes) != 1 or trace.barriers:
+        return None
+    plan = trace.invokes[0]
+    b = plan.binding
+    if not b.loop_vars or b.loop_vars[0] != "layer" or plan.step is not None \
+            or plan.backward is not None or plan.after or _needs_grad(plan, graph):
+        return None
+    block, _ = resolve("layer_output", info.family)
+    if block.replace("{layer}", "0") in info.tuple_outputs:
+        return None   # the cached output is replayed with skip(): a plain tensor only
+    if not all(_after_prefix(s.access, block, graph) for _, s in plan.stmts if s.access):
+        return None
+    layers = [int(point[0]) for point in b.points]
+    if any(layer < 0 for layer in layers) or sum(layers) < MIN_SAVED_PASSES * info.n_layers:
+        return None
+    return PrefixReuse(block, max(layers))
+
+
+def _statements(plan: InvokePlan):
+    return plan.stmts + (plan.backward[1] if plan.backward else []) + plan.after
+
+
+def _needs_grad(plan: InvokePlan, graph: Graph) -> bool:
+    return any(graph.nodes[nid].type.needs_grad for nid, _ in plan.stmts)
+
+
+def _after_prefix(access, block: str, graph: Graph) -> bool:
+    """An access the skipped blocks cannot affect: inside (or at the input of) the looped
+    block itself, or at a module that runs after the last block (final norm, logits)."""
+    module = access.module
+    if module == block or module.startswith(block + "."):
+        return True
+    if "{layer}" in module:
+        return False   # a looped module outside the block: not a known layout
+    info = graph.info
+    last_block = block.replace("{layer}", str(info.n_layers - 1))
+    try:
+        return info.rank(module, access.event) > info.rank(last_block, "output")
+    except KeyError:
+        return False
