@@ -16,6 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from nnrun.catalog import REFUSED, checked_node, experiment_files, path_of
 from nnrun.errors import ConfigError, Issue, NnrunError
 
 _STATE: dict[str, Any] = {"exit": 0}  # a single run's exit code (a sweep's comes from disk)
@@ -23,37 +24,21 @@ _STATE: dict[str, Any] = {"exit": 0}  # a single run's exit code (a sweep's come
 
 def _register_experiments() -> None:
     """Make the packaged experiments and `./experiments/*.yaml` (or $NNRUN_EXPERIMENTS) selectable
-    as `experiment=<name>`. Registered through Hydra's ConfigStore because the group directory is
-    called `experiments/`, not `experiment/`, and so that editable and wheel installs behave alike.
-    A packaged experiment wins over a user file of the same name (use `-cd DIR` to shadow it).
-    """
-    from hydra.core.config_store import ConfigStore
+    as `experiment=<name>`, through a config source that lists file names and parses only the
+    selected file (hydra_plugins/nnrun_sweeps/experiments.py). A wheel install's plugin scan
+    finds it too; registering twice is harmless."""
+    from hydra.core.plugins import Plugins
 
-    store = ConfigStore.instance()
-    seen: set[str] = set()
-    for path in _packaged_files() + _user_files():
-        if path.stem in seen:
-            continue
-        seen.add(path.stem)
-        store.store(group="experiment", name=path.stem, node=_checked_node(path),
-                    package="_global_", provider=str(path))
+    from hydra_plugins.nnrun_sweeps.experiments import (
+        NnrunExperimentsSearchPath,
+        NnrunExperimentsSource,
+    )
+
+    for plugin in (NnrunExperimentsSource, NnrunExperimentsSearchPath):
+        Plugins.instance().register(plugin)
 
 
-REFUSED = "nnrun_refused"  # the config key a refused experiment file is replaced by
-
-
-def _checked_node(path: Path) -> Any:
-    """The experiment file as a config node, or, when it is refused (not valid YAML, an alias
-    bomb, `_target_`, `hydra.*`, `model.*`, an unsafe name, ...), a stand-in holding only the
-    error: nothing of a refused file reaches Hydra, and the error is reported only when that
-    experiment is selected (a broken file never stops the other experiments)."""
-    from nnrun.policy import load_experiment_yaml
-
-    try:
-        return load_experiment_yaml(path)
-    except ConfigError as err:
-        return OmegaConf.create({REFUSED: {"summary": err.summary, "issues": [
-            {k: v for k, v in vars(i).items()} for i in err.issues]}})
+_checked_node = checked_node  # the node a selected experiment file becomes (tests call it)
 
 
 def _raise_if_refused(cfg: DictConfig) -> None:
@@ -64,28 +49,13 @@ def _raise_if_refused(cfg: DictConfig) -> None:
     raise ConfigError(data["summary"], [Issue(**i) for i in data["issues"]])
 
 
-def _packaged_files() -> list[Path]:
-    from importlib.resources import as_file, files
-
-    folder = files("nnrun.configs.experiment")
-    with as_file(folder) as real:
-        return sorted(Path(real).glob("*.yaml"))
-
-
-def _user_files() -> list[Path]:
-    folder = Path(os.environ.get("NNRUN_EXPERIMENTS", "experiments"))
-    if not folder.is_dir():
-        return []
-    return sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.json"))
-
-
 def experiment_source(name: str | None) -> Path | None:
     """The YAML file an experiment came from, for line numbers in errors (and the folder that
     relative data paths start from)."""
     if not name:  # a re-run of a run directory (its manifest's `rerun`) names the file itself
         rerun = os.environ.get("NNRUN_EXPERIMENT_FILE")
         return Path(rerun) if rerun else None
-    return next((p for p in _packaged_files() + _user_files() if p.stem == name), None)
+    return path_of(name)
 
 
 def _job(cfg: DictConfig) -> int:
@@ -273,7 +243,7 @@ def _command_line_error(err: Exception) -> NnrunError | None:
 def _unknown_experiment(choice: str) -> ConfigError:
     from nnrun.errors import did_you_mean
 
-    names = sorted({p.stem for p in _packaged_files() + _user_files()})
+    names = sorted(experiment_files())
     if "/" in choice or choice.endswith((".yaml", ".yml", ".json")):
         path = Path(choice)
         hint = (f"an experiment is chosen by name: run `nnrun experiment={path.stem}` in the "
@@ -296,12 +266,14 @@ def main() -> None:
         from nnrun.sweeps.summary import main as summarize_main
 
         sys.exit(summarize_main(sys.argv[2:]))
+    from nnrun.hydra_listing import reuse_listing_repositories
     from nnrun.sweeps.plugins import SWEEP, end_of_sweep, register_plugins
 
     SWEEP.reset()
     register_plugins()
     _register_resolvers()
     _register_experiments()
+    reuse_listing_repositories()  # --help and tab completion list groups ~60 times
     # Hydra prints its own errors (a traceback for most) and exits 1; this makes it raise them,
     # so that a command-line mistake is reported like every other mistake (exit 2, or 10).
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")

@@ -1,5 +1,7 @@
 """nnrun's sweeper and submitit launchers, where Hydra looks for plugins (configs/hydra/sweeper,
-configs/hydra/launcher). The implementation and its invariants: nnrun.sweeps.plugins."""
+configs/hydra/launcher). The implementation and its invariants: nnrun.sweeps.plugins. The
+`experiment` config group's source (file names listed, only the selected file parsed) is in
+experiments.py."""
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher

@@ -4,14 +4,11 @@ exactly as in `python -m nnrun ...`, but without starting Python, torch and tran
 (and with the tiny models and model infos cached for the whole test session).
 
 What a fresh process would have, each call gets: a freshly imported `nnrun.cli` (its module state
-starts empty), an empty `experiment` group in Hydra's ConfigStore, a cleared GlobalHydra, and the
-working directory, environment, `sys.argv`, root logger and stdio put back afterwards. An
-exception escaping `main` is turned into what the interpreter would do with it: its traceback on
-stderr and exit code 1 (so a test that asserts "no traceback" catches it).
-
-One thing is shared between calls: an experiment file with the same path and the same bytes is
-checked and parsed once (`cli._checked_node` is a function of the file: the packaged
-experiments, registered by every call, would otherwise be parsed again each time).
+starts empty), a cleared GlobalHydra, and the working directory, environment, `sys.argv`, root
+logger and stdio put back afterwards. An exception escaping `main` is turned into what the
+interpreter would do with it: its traceback on stderr and exit code 1 (so a test that asserts
+"no traceback" catches it). Experiments are found afresh by every call (nnrun.catalog reads the
+folders each time), and only the selected file is parsed.
 """
 
 from __future__ import annotations
@@ -78,27 +75,12 @@ def run_nnrun(args: list[str], cwd: Path, env: dict[str, str] | None = None,
 
 def _fresh_cli():
     """`nnrun.cli` as a new process would import it, and Hydra's global state as it starts."""
-    from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
     import nnrun.cli
 
     GlobalHydra.instance().clear()
-    ConfigStore.instance().repo.pop("experiment", None)  # experiments of earlier calls
-    cli = importlib.reload(nnrun.cli)
-    checked = cli._checked_node
-
-    def checked_once(path: Path):
-        key = (str(path), Path(path).read_bytes())
-        if key not in _CHECKED:
-            _CHECKED[key] = checked(path)
-        return _CHECKED[key]
-
-    cli._checked_node = checked_once
-    return cli
-
-
-_CHECKED: dict[tuple[str, bytes], object] = {}  # (path, bytes) -> the config node (or refusal)
+    return importlib.reload(nnrun.cli)
 
 
 def _exit_code(value, err: io.StringIO) -> int:
