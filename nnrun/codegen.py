@@ -20,6 +20,7 @@ from nnrun import __version__
 from nnrun.bind import Binding
 from nnrun.emit import LOOP_NAMES, MAX_PROGRAM_LINES, PROGRAM_NAMES, EmitContext, Namespace
 from nnrun.graph import Graph
+from nnrun.sampling import generate_kwargs
 from nnrun.schedule import InvokePlan, PassPlan, Schedule, TracePlan, make_schedule
 from nnrun.sites import python_ref
 
@@ -63,7 +64,11 @@ def generate(graph: Graph, binding: Binding, source_name: str = "",
              fast: bool = True) -> Program:
     """Compile the graph into a Program (schedule + source text); `fast`: take the fast paths
     where they give the same numbers (nnrun.fastpath)."""
-    names = Namespace(PROGRAM_NAMES + _preamble_names())
+    from nnrun.emit import node_definitions
+
+    definitions = node_definitions(graph)  # their names are reserved: nothing shadows them
+    names = Namespace(PROGRAM_NAMES + _preamble_names()
+                      + tuple(n for d in definitions for n in d.names))
     for variable in LOOP_NAMES:
         names.name(("loop", variable), variable)
     for nid in graph.order:  # node values claim their ids first: derived names yield to them
@@ -73,6 +78,8 @@ def generate(graph: Graph, binding: Binding, source_name: str = "",
     schedule = make_schedule(graph, binding, emit, fast)
     w = _Writer()
     _header(w, graph, schedule, source_name)
+    for block in definitions:  # a node's own block maps to it: a failure inside names the node
+        w.add(0, block.code.rstrip() + "\n\n", block.node)
     functions = []
     for plan in schedule.passes:
         run, finish = ("run", "finish") if plan.index == 0 else (
@@ -184,7 +191,7 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
         if s.kind == "generate":
             n = s.max_new_tokens
             w.add(depth, f"with model.generate(max_new_tokens={n}, min_new_tokens={n}, "
-                         f"do_sample=False{', ' + backend if backend else ''}) as tracer:  "
+                         f"{generate_kwargs(s)}{', ' + backend if backend else ''}) as tracer:  "
                          f"# scope: {s.id}")
         else:
             w.add(depth, f"with model.trace({kwargs}) as tracer:  # scope: {s.id}{note}")

@@ -225,3 +225,85 @@ class EmitContext:
         invoke = self.binding.invokes[self.graph.invoke_of(self.node.scope).id]
         column = invoke.loop_vars.index("layer")
         return [int(point[column]) for point in invoke.points]
+
+
+@dataclass(frozen=True)
+class DefineContext:
+    """What a node's `definitions()` may ask for. It runs before any name is claimed: the names
+    its blocks bind are reserved from them (see `node_definitions`)."""
+
+    graph: Graph
+    node_id: str
+
+    @property
+    def node(self):
+        return self.graph.nodes[self.node_id]
+
+    @property
+    def source(self):
+        """The experiment file (None when the experiment came without one)."""
+        return self.graph.source
+
+    def inputs_axes(self, port: str) -> list[tuple[str, ...]]:
+        """The axes of every value reaching `port`, in edge order."""
+        return [self.graph.source_axes(self.node_id, src)
+                for src in self.node.inputs.get(port, [])]
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One block of top-level program code, the node it belongs to (None: several share it),
+    and the names it binds."""
+
+    code: str
+    node: str | None
+    names: tuple[str, ...]
+
+
+def node_definitions(graph: Graph) -> list[Definition]:
+    """The nodes' `definitions()` blocks in node order, each distinct block once."""
+    owners: dict[str, list[str]] = {}
+    for nid in graph.order:
+        node = graph.nodes[nid]
+        for code in node.type.definitions(node.params, DefineContext(graph, nid)):
+            owners.setdefault(code, []).append(nid)
+    return [Definition(code, nids[0] if len(nids) == 1 else None, bound_names(code))
+            for code, nids in owners.items()]
+
+
+def bound_names(code) -> tuple[str, ...]:
+    """The names a block of code (text or a parsed `ast.Module`) binds at its top level
+    (functions, classes, assignments, imports, also inside top-level `if`/`try`/`with`/`for`)."""
+    import ast
+
+    names: list[str] = []
+
+    def visit(statements) -> None:
+        for st in statements:
+            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.append(st.name)
+                continue
+            if isinstance(st, (ast.Import, ast.ImportFrom)):
+                names.extend((a.asname or a.name).split(".")[0] for a in st.names)
+                continue
+            for target in _targets(st):
+                names.extend(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                visit(getattr(st, field, []))
+            if isinstance(st, ast.ExceptHandler) and st.name:
+                names.append(st.name)
+
+    visit((ast.parse(code) if isinstance(code, str) else code).body)
+    return tuple(dict.fromkeys(names))
+
+
+def _targets(st) -> list:
+    import ast
+
+    if isinstance(st, ast.Assign):
+        return st.targets
+    if isinstance(st, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+        return [st.target]
+    if isinstance(st, (ast.With, ast.AsyncWith)):
+        return [item.optional_vars for item in st.items if item.optional_vars is not None]
+    return []

@@ -26,6 +26,7 @@ BATCH_SIZE = {batch_size!r}  # examples per chunk
 EXAMPLE_DIM = {example_dim!r}  # per-chunk value -> its example dimension
 REDUCERS = {reducers!r}  # node -> (input node, statistic) over the examples
 SAVES = {saves!r}  # save node -> the node whose value it writes
+SEED = {seed!r}  # the run's seed: each chunk's torch seed derives from it
 
 
 def load_model():
@@ -56,6 +57,14 @@ def chunk(data, start, stop):
             "backend": {{}}}}  # e.g. {{"remote": True}} to run on NDIF (set NDIF_API_KEY)
 
 
+def chunk_seed(seed, pass_index, start):
+    """The torch seed of one chunk, derived from the run's seed (nnrun.sampling.chunk_seed)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{{seed}}:{{pass_index}}:{{start}}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def reduce(x, dim, statistic):
     """mean / std / sem over the examples; NaN cells (past a shorter prompt's end) skipped."""
     x = x.double().movedim(dim, 0)
@@ -72,16 +81,16 @@ def main(out_dir="export_outputs"):
 
     from safetensors.torch import save_file
 
-    torch.manual_seed({seed})
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), DATA_FILE)) as f:
         data = json.load(f)
     model, n = load_model(), len(data["prompts"][next(iter(data["prompts"]))])
     values = {{}}
-    for run_pass, finish_pass, given in PASSES:  # later passes use statistics of earlier ones
-        parts = {{}}
+    for index, (run_pass, finish_pass, given) in enumerate(PASSES):  # later passes use
+        parts = {{}}                                                   # earlier ones' statistics
         for start in range(0, n, BATCH_SIZE):
             part = chunk(data, start, min(start + BATCH_SIZE, n))
             part["given"] = {{k: values[k] for k in given}}
+            torch.manual_seed(chunk_seed(SEED, index, start))  # sampling: as nnrun draws it
             for name, value in run_pass(model, part).items():
                 parts.setdefault(name, []).append(value)
         values.update({{k: torch.cat(v, EXAMPLE_DIM[k]) if isinstance(v[0], torch.Tensor) else

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import graphlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nnrun.errors import GraphError, Issue, raise_if_issues
@@ -58,6 +59,7 @@ class Graph:
     nodes: dict[str, Node]
     scopes: dict[str, ScopeSpec]
     info: ModelInfo | None = None
+    source: Path | None = None    # the experiment file: files it names are relative to it
     order: list[str] = field(default_factory=list)              # topological, deterministic
     point_axes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per loop point
     axes: dict[str, tuple[str, ...]] = field(default_factory=dict)        # after leaving loops
@@ -112,17 +114,18 @@ class Graph:
 
 
 def build_graph(spec: ExperimentSpec, info: ModelInfo | None = None,
-                indices: list[int] | None = None) -> Graph:
+                indices: list[int] | None = None, source: Path | None = None) -> Graph:
     """Build and lint the graph.
 
     Args:
         indices: each node's index in the experiment file, when `spec` holds only some of its
             nodes (nnrun.salvage); issues then point at the right `graph.nodes[i]`.
+        source: the experiment file (a `function` node's file is found beside it).
 
     Raises:
         GraphError: with every problem found.
     """
-    graph = Graph(spec, {}, {}, info)
+    graph = Graph(spec, {}, {}, info, source)
     for scope in spec.graph.scopes:
         graph.scopes.setdefault(scope.id, scope)
     for index, params in enumerate(spec.graph.nodes):

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from nnrun.errors import Issue
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nnrun.graph import Graph, Node
     from nnrun.model_info import ModelInfo
 
@@ -29,6 +31,7 @@ class CheckContext:
     loop_vars: tuple[str, ...]
     path: str
     node: str
+    source: Path | None = None   # the experiment file (files it names are relative to it)
 
 
 def lint_graph(graph: Graph) -> list[Issue]:
@@ -90,6 +93,7 @@ def _scope_fields(s, path: str, graph: Graph) -> list[Issue]:
     if s.max_new_tokens is not None and s.kind != "generate":
         issues.append(Issue("illegal_field", "`max_new_tokens` belongs on a generate scope",
                             path + ".max_new_tokens", s.id))
+    issues += _sampling_fields(s, path)
     if s.kind == "generate" and s.max_new_tokens is None:
         issues.append(Issue("missing_field", "a generate scope needs `max_new_tokens`",
                             path, s.id, "e.g. max_new_tokens: 5"))
@@ -104,6 +108,23 @@ def _scope_fields(s, path: str, graph: Graph) -> list[Issue]:
         issues.append(Issue("missing_input", f"this {s.kind} has no input and no invoke", path,
                             s.id, "set input: \"...\" or add an invoke scope with parent: " + s.id))
     return issues
+
+
+SAMPLING_FIELDS = ("do_sample", "temperature", "top_k", "top_p")
+
+
+def _sampling_fields(s, path: str) -> list[Issue]:
+    """Sampling settings belong on a generate scope, and only mean something when it samples."""
+    given = [f for f in SAMPLING_FIELDS if getattr(s, f) is not None]
+    if given and s.kind != "generate":
+        return [Issue("illegal_field", f"`{f}` belongs on a generate scope", f"{path}.{f}", s.id)
+                for f in given]
+    settings = [f for f in given if f != "do_sample"]
+    if settings and not s.do_sample:
+        return [Issue("sampling_without_do_sample", f"`{f}` is a sampling setting, but this "
+                      "scope decodes greedily", f"{path}.{f}", s.id,
+                      "add `do_sample: true` (or remove the setting)") for f in settings]
+    return []
 
 
 def _foreach_values(s, path: str, info: ModelInfo | None) -> list[Issue]:
@@ -210,7 +231,8 @@ def _node_checks(graph: Graph) -> list[Issue]:
     for node in graph.nodes.values():
         if node.scope is not None and node.scope not in graph.scopes:
             continue  # reported as unknown_scope
-        ctx = CheckContext(graph.info, graph.loop_axes(node.scope), node.path, node.id)
+        ctx = CheckContext(graph.info, graph.loop_axes(node.scope), node.path, node.id,
+                           graph.source)
         issues += node.type.check(node.params, ctx)
         if node.type.touches_model and graph.invoke_of(node.scope) is None:
             continue  # reported as needs_invoke: its loop variables are those of a missing scope
@@ -242,7 +264,8 @@ def _infer_axes(graph: Graph) -> list[Issue]:
             graph.point_axes[nid] = graph.axes[nid] = ()
             continue
         in_axes = graph.input_axes(nid)
-        ctx = CheckContext(graph.info, graph.loop_axes(node.scope), node.path, node.id)
+        ctx = CheckContext(graph.info, graph.loop_axes(node.scope), node.path, node.id,
+                           graph.source)
         try:
             point = node.type.out_axes(node.params, in_axes, ctx)
         except ValueError as err:

@@ -86,7 +86,7 @@ def validate(config: dict[str, Any], source: Path | None = None) -> Compiled:
     except ConfigError as err:  # add the graph problems among the well-formed nodes
         raise _with_graph_issues(err, config, model, source) from None
     with _located_in(source):
-        graph = build_graph(spec, model_info(model))
+        graph = build_graph(spec, model_info(model), source=source)
         dataset = _dataset(spec, source)  # columns and rows are checked before any tokenizer
     return Compiled(spec, model, graph, dataset=dataset)
 
@@ -186,7 +186,10 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
     """The whole job: compile, load the model, execute, write the run directory."""
     from nnrun.backends import Backend, backend_spec
     from nnrun.budget import check_budget
+    from nnrun.functions import record as function_record
+    from nnrun.functions import require_opt_in
     from nnrun.outputs import RunDir
+    from nnrun.sampling import generation_record
     from nnrun.writer import write_static
 
     timings: dict[str, float] = {}
@@ -195,6 +198,8 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
         backend = Backend(backend_spec(config), model_spec(config))
         backend.preflight()  # a remote run that cannot start fails before any work
         compiled = compile_program(config, source)
+        with _located_in(source):  # user code runs only when the command line allows it
+            require_opt_in(compiled.graph, config)
         compiled.batch_size = backend.cap_batch(compiled.batch_size)
         if not backend.spec.remote:  # the budget is this machine's memory
             check_budget(compiled)  # refused before any weights load
@@ -204,6 +209,8 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
     out.start(experiment_record(compiled, config, source),
               {**describe(compiled.model), "model_type": info.model_type,
                "family": info.family, "n_layers": info.n_layers}, "run", overrides or [])
+    out.manifest.update({**function_record(compiled.graph),
+                         **generation_record(compiled.spec, config.get("seed", 0))})
     try:
         write_static(out, compiled, config)
         t0 = time.perf_counter()
@@ -247,7 +254,8 @@ def _execute_into(out, compiled: Compiled, model, backend, config: dict[str, Any
         with _located_in(source):  # a failing node is shown at its line of the file
             try:
                 values = execute(compiled, model, consume=sinks.update_chunk, collect=False,
-                                 progress=True, backend=backend, chunk_store=store)
+                                 progress=True, backend=backend, chunk_store=store,
+                                 seed=config.get("seed", 0))
             except RunError as err:
                 remote = backend.failure(err)
                 if remote is None:

@@ -142,6 +142,9 @@ FORBIDDEN_KEYS: dict[str, tuple[str, str, str]] = {
                 "choose the backend on your command line (backend=ndif)"),
     "resume": ("forbidden_resume", "an experiment file may not decide whether earlier results "
                "are reused", "pass resume=true (or resume=failed) on your command line"),
+    "allow_functions": ("forbidden_allow_functions", "an experiment file may not allow itself "
+                        "to run Python code", "read the experiment's function files, then pass "
+                        "allow_functions=true on your command line"),
     "memory_budget": ("forbidden_budget", "an experiment file may not set the memory budget",
                       "pass memory_budget=... on your command line"),
     "export_path": ("forbidden_path", "an experiment file may not choose where files are "

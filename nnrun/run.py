@@ -48,7 +48,7 @@ def import_program(path: Path):
 
 def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = None,
             collect: bool = True, progress: bool = False, backend=None,
-            chunk_store=None) -> dict[str, Any]:
+            chunk_store=None, seed: int | None = None) -> dict[str, Any]:
     """Run the compiled program over every chunk of examples, then its `finish`.
 
     Args:
@@ -60,6 +60,8 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
         progress: show a progress bar (chunks, rate, ETA) on a terminal.
         chunk_store: a `nnrun.checkpoints.ChunkStore`: chunks an earlier attempt of the job
             finished are read from it instead of computed, new ones are stored in it.
+        seed: the run's seed; each chunk starts from its own seed derived from it (sampled
+            generation is then the same however the run was split or resumed).
 
     Returns:
         Per-chunk values (joined, if collected), the reductions over examples and the values of
@@ -68,7 +70,10 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
     Raises:
         RunError: naming the node whose line raised, with the original exception chained.
     """
+    import torch
+
     from nnrun.chunks import chunk_data, chunk_ranges
+    from nnrun.sampling import chunk_seed
     from nnrun.sinks import concat_examples
 
     program, binding, graph = compiled.program, compiled.binding, compiled.graph
@@ -89,6 +94,8 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
                 data = chunk_data(binding, start, stop, device,
                                   backend.chunk_kwargs() if backend is not None else None)
                 data["given"] = {nid: _to(dataset_level[nid], device) for nid in given}
+                if seed is not None:
+                    torch.manual_seed(chunk_seed(seed, n, start))
                 values = call_program(program, path, run, model, data, graph=graph)
                 if backend is not None:
                     backend.chunk_done()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from nnrun.data import DataSpec
 from nnrun.loops import LOOPS
@@ -42,6 +42,18 @@ class ScopeSpec(_Strict):
         None, description="invoke only: expand into one invoke per point of this grid, "
                           "e.g. {layer: all, position: all}; nodes refer to '{layer}'")
     max_new_tokens: StrictInt | None = Field(None, ge=1, description="generate only")
+    do_sample: StrictBool | None = Field(
+        None, description="generate only: sample the next token (seeded from the run's `seed`) "
+                          "instead of taking the most likely one (greedy, the default)")
+    temperature: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                      description="generate, do_sample only: divides the logits "
+                                                  "(default 1.0)")
+    top_k: StrictInt | None = Field(None, ge=1, description="generate, do_sample only: sample "
+                                    "among the k most likely tokens (default: all)")
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False,
+                                description="generate, do_sample only: sample among the most "
+                                            "likely tokens holding this much probability "
+                                            "(default 1.0: all)")
     steps: StrictInt | None = Field(None, ge=1,
                                     description="step only: how many generation steps")
 

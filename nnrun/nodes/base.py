@@ -123,6 +123,14 @@ class NodeType:
         """Python statements computing this node's value into `ctx.out` (or performing a write)."""
         raise NotImplementedError(f"{self.op} emits no code")
 
+    def definitions(self, params: Any, ctx: Any) -> list[str]:
+        """Top-level code this node needs before `run()` that depends on its params (the shared
+        helpers of a type go in `preamble`): blocks placed after the preambles, in node order,
+        each distinct block once. A block only this node uses has its lines mapped to the node,
+        so that a failure inside it names the node. `ctx` is a `nnrun.emit.DefineContext`; the
+        names a block binds are reserved, so no generated name shadows them."""
+        return []
+
     def write_artifacts(self, params: Any, value: Any, ctx: Any) -> list[Path]:
         """For sinks: write files into the run directory from the computed input value."""
         return []
