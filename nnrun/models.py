@@ -171,13 +171,20 @@ def load_config(spec: ModelSpec):
 
 
 def model_info(spec: ModelSpec):
-    """Module tree and firing order from the config alone (no weights)."""
+    """Module tree and firing order from the config alone (no weights): from the disk cache
+    when it has them (no torch needed), else probed on the meta device and cached."""
     from dataclasses import replace
 
+    from nnrun import model_cache
     from nnrun.model_info import info_from_config_json
 
-    config = load_config(spec)
-    info = info_from_config_json(config.to_json_string(use_diff=False))
+    key = model_cache.key_for(spec)
+    info = model_cache.read(key) if key else None
+    if info is None:
+        config = load_config(spec)
+        info = info_from_config_json(config.to_json_string(use_diff=False))
+        if key:
+            model_cache.write(key, info)
     return replace(info, family=spec.family) if spec.family and info.family is None else info
 
 

@@ -9,8 +9,8 @@ every group it lists.)
 
 Invariant: `load_config` returns either the checked file or the `nnrun_refused` stand-in (nothing
 of a refused file reaches Hydra); the search path gets this source only in nnrun's own app, after
-its primary config directory, so `-cd DIR` still shadows an experiment and another Hydra app in
-the same environment never sees nnrun's experiments.
+its primary config directory and behind `-cd DIR` (which shadows an experiment of the same name),
+and another Hydra app in the same environment never sees nnrun's experiments.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 SCHEME = "nnrun-experiments"
 GROUP = "experiment"
+PROVIDER = "schema"  # see manipulate_search_path
 NNRUN_PRIMARY = "pkg://nnrun.configs"  # nnrun.cli's config_path: the sign this app is nnrun
 
 
@@ -68,7 +69,10 @@ class NnrunExperimentsSearchPath(SearchPathPlugin):
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         if any(element.path == NNRUN_PRIMARY for element in search_path.get_path()):
-            search_path.append("nnrun-experiments", f"{SCHEME}://")
+            # Provider `schema`: Hydra inserts `-cd DIR` just before the first element of that
+            # provider (normally its ConfigStore, last), so DIR/experiment/NAME.yaml still
+            # shadows an experiment of the same name, as it did when experiments lived there.
+            search_path.append(PROVIDER, f"{SCHEME}://")
 
 
 def _name(config_path: str) -> str | None:
