@@ -271,9 +271,11 @@ def node_definitions(graph: Graph) -> list[Definition]:
             for code, nids in owners.items()]
 
 
-def bound_names(code) -> tuple[str, ...]:
+def bound_names(code, plain_imports: bool = True) -> tuple[str, ...]:
     """The names a block of code (text or a parsed `ast.Module`) binds at its top level
-    (functions, classes, assignments, imports, also inside top-level `if`/`try`/`with`/`for`)."""
+    (functions, classes, assignments, imports, also inside top-level `if`/`try`/`with`/`for`).
+    `plain_imports=False` leaves out `import x` (and `import x.y`, `import x as x`): such a
+    line binds `x` to the module `x`, the same object wherever it is imported."""
     import ast
 
     names: list[str] = []
@@ -284,7 +286,9 @@ def bound_names(code) -> tuple[str, ...]:
                 names.append(st.name)
                 continue
             if isinstance(st, (ast.Import, ast.ImportFrom)):
-                names.extend((a.asname or a.name).split(".")[0] for a in st.names)
+                names.extend((a.asname or a.name).split(".")[0] for a in st.names
+                             if plain_imports or isinstance(st, ast.ImportFrom)
+                             or a.asname not in (None, a.name))
                 continue
             for target in _targets(st):
                 names.extend(n.id for n in ast.walk(target) if isinstance(n, ast.Name))

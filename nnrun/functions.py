@@ -172,9 +172,7 @@ def own_names(tree: ast.Module) -> list[str]:
     (`import torch` binds the very module the program and any other file use: no clash)."""
     from nnrun.emit import bound_names
 
-    modules = {a.name for st in tree.body if isinstance(st, ast.Import)
-               for a in st.names if a.asname in (None, a.name) and "." not in a.name}
-    return [n for n in bound_names(tree) if n not in modules]
+    return list(bound_names(tree, plain_imports=False))
 
 
 def program_names() -> set[str]:
