@@ -39,8 +39,8 @@ def plan_report(compiled) -> str:
                       for n in compiled.graph.nodes.values())
     if unscannable or any(t.scope.kind == "generate" for t in schedule.traces):
         shapes = {nid: derived_shape(compiled, nid) for nid in schedule.returns}
-        lines.append("  (generation, gradients and decoded text cannot be scanned; shapes "
-                     "derived from the config)")
+        lines.append("  (generation, gradients, decoded text and your own functions are not "
+                     "scanned; shapes derived from the config)")
     else:  # the first chunk under scan; the example axis then scales to the whole dataset
         path = materialize(compiled.program)
         lazy, values = ScanModel(load_lazy(compiled.model)), {}
