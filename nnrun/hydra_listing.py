@@ -3,7 +3,8 @@
 Hydra answers every "which options does group G have?" with a fresh deep copy of its whole config
 repository (ConfigStore included): `nnrun --help` asks about 60 times, which was most of its
 run time. Within one command the answer for the same primary config and overrides cannot
-change, so one copy per (config name, overrides) is kept for the loader's lifetime.
+change, so one copy per (config name, overrides), and each answer, is kept for the loader's
+lifetime.
 
 Invariant: the listing returned is exactly Hydra's own (same repository construction, same
 query); only the repeated copying is saved. If Hydra's internals are not the expected ones (a
@@ -16,7 +17,8 @@ import functools
 import weakref
 from typing import Any
 
-# loader → {(config name, overrides): its caching repository}; weak: a loader's copies go with it
+# loader → {(config name, overrides): (its caching repository, {(group, filter): options})};
+# weak: a loader's copies go with it
 _REPOS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
 
 
@@ -38,9 +40,14 @@ def reuse_listing_repositories() -> None:
         repos = _REPOS.setdefault(self, {})
         key = (config_name, tuple(overrides or ()))
         if key not in repos:
-            _, repos[key] = self._parse_overrides_and_create_caching_repo(
+            _, repo = self._parse_overrides_and_create_caching_repo(
                 config_name, list(overrides or ()))
-        return repos[key].get_group_options(group_name, results_filter)
+            repos[key] = (repo, {})
+        repo, answers = repos[key]
+        if (group_name, results_filter) not in answers:  # --help asks each question 2-3 times
+            answers[group_name, results_filter] = repo.get_group_options(group_name,
+                                                                         results_filter)
+        return list(answers[group_name, results_filter])
 
     get_group_options._nnrun_reuses_repository = True  # type: ignore[attr-defined]
     ConfigLoaderImpl.get_group_options = get_group_options  # type: ignore[method-assign]
