@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import math
+import re
 from dataclasses import dataclass
 
 from nnrun.bind import Binding
@@ -37,8 +38,10 @@ class Namespace:
         self._names: dict[object, str] = {}
 
     def name(self, obj: object, base: str) -> str:
-        """The name of `obj`, claimed from `base` the first time (`base`, `base_1`, ...)."""
+        """The name of `obj`, claimed from `base` the first time (`base`, `base_1`, ...); a
+        character that cannot be in a name becomes `_` (`topk.values` → `topk_values`)."""
         if obj not in self._names:
+            base = re.sub(r"\W", "_", base)
             candidate, n = base, 0
             while candidate in self._taken:
                 n += 1

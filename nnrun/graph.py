@@ -13,6 +13,7 @@ from typing import Any
 
 from nnrun.errors import GraphError, Issue, raise_if_issues
 from nnrun.model_info import ModelInfo
+from nnrun.named_outputs import edge_source
 from nnrun.nodes import REGISTRY
 from nnrun.nodes.base import NodeType
 from nnrun.schema import ExperimentSpec, ScopeSpec
@@ -26,12 +27,14 @@ PARENTS: dict[str, tuple[str | None, ...]] = {
 
 @dataclass
 class Node:
-    """A node with its type and resolved inputs (port → producing node ids, in edge order)."""
+    """A node with its type and resolved inputs (port → producing node ids, in edge order).
+    `of`: set on the projection of a named output (nnrun.named_outputs): its node's id."""
 
     params: Any
     type: NodeType
     index: int
     inputs: dict[str, list[str]] = field(default_factory=dict)
+    of: str | None = None
 
     @property
     def id(self) -> str:
@@ -132,9 +135,9 @@ def build_graph(spec: ExperimentSpec, info: ModelInfo | None = None,
         index = indices[index] if indices is not None else index
         graph.nodes.setdefault(params.id, Node(params, REGISTRY.get(params.op), index))
     for edge in spec.graph.edges:
-        dst = graph.nodes.get(edge.dst_node)
-        if dst is not None and edge.src in graph.nodes:
-            dst.inputs.setdefault(edge.dst_port, []).append(edge.src)
+        dst, src = graph.nodes.get(edge.dst_node), edge_source(graph, edge)
+        if dst is not None and src is not None:  # else lint reports the edge
+            dst.inputs.setdefault(edge.dst_port, []).append(src)
     raise_if_issues(graph.lint(), GraphError, f"graph of `{spec.name}`")
     return graph
 

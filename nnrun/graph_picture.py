@@ -240,12 +240,20 @@ def _draw_edges(ax: Axes, edges: list[dict], boxes: dict[str, _Box], avoid: list
             path = MplPath(curve, [MplPath.MOVETO] + [MplPath.CURVE4] * 3)
             ax.add_patch(FancyArrowPatch(path=path, arrowstyle="-|>", mutation_scale=11, lw=1.1,
                                          color="#374151", shrinkA=0, shrinkB=0, zorder=4))
-            if edge.get("port", "in") != "in":
-                avoid.append(_draw_port(ax, edge["port"], _label_spot(curve, avoid)))
+            if _edge_label(edge):
+                avoid.append(_draw_port(ax, _edge_label(edge), _label_spot(curve, avoid)))
+
+
+def _edge_label(edge: dict) -> str:
+    """What an edge's label says: the named output it leaves (`values →`) and the port it
+    enters other than `in`; empty for a plain `src: a, dst: b`."""
+    output, port = edge.get("output"), edge.get("port", "in")
+    into = port if port != "in" else ""
+    return f"{output} → {into}".rstrip() if output else into
 
 
 def _draw_port(ax: Axes, port: str, at: tuple[float, float]) -> _Box:
-    """Label an edge with its destination port; return the area the label covers."""
+    """Label an edge with its ports; return the area the label covers."""
     ax.text(*at, port, fontsize=PORT_FONT, ha="center", va="center", zorder=6, parse_math=False,
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#d1d5db", "lw": 0.6})
     half = _text_width(port, PORT_FONT) / 2 + 0.05
@@ -315,8 +323,9 @@ def draw_graph(scopes: list[dict], nodes: list[dict], edges: list[dict], out_ste
             ``"foreach"`` description shown in its label.
         nodes: ``{"id", "op", "kind", "scope"}`` dicts (kind: read, write, compute,
             metric, save or plot; scope: a scope id, or None to run after the model).
-        edges: ``{"src", "dst", "port"}`` dicts between node ids; ports other than
-            ``"in"`` are labelled on the arrow.
+        edges: ``{"src", "dst", "port"}`` dicts between node ids, optionally with
+            ``"output"``: the named output of ``src`` the edge reads; ports other than
+            ``"in"`` and outputs are labelled on the arrow.
         out_stem: Output path without extension.
         title: Title above the picture.
 

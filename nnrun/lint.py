@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nnrun.errors import Issue
+from nnrun.named_outputs import record_output_axes, source_issues
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -142,16 +143,18 @@ def _edges(graph: Graph) -> list[Issue]:
     issues = []
     for j, e in enumerate(graph.spec.graph.edges):
         path = f"graph.edges[{j}]"
-        src, dst = graph.nodes.get(e.src), graph.nodes.get(e.dst_node)
+        src, dst = graph.nodes.get(e.src_node), graph.nodes.get(e.dst_node)
         if src is None:
-            issues.append(Issue("dangling_edge", f"edge source `{e.src}` is not a node",
-                                path + ".src", e.src, _close(e.src, graph.nodes)))
+            issues.append(Issue("dangling_edge", f"edge source `{e.src_node}` is not a node",
+                                path + ".src", e.src_node, _close(e.src_node, _user_ids(graph))))
         elif not src.type.has_output:
-            issues.append(Issue("invalid_edge", f"`{e.src}` ({src.type.op}) has no output",
-                                path + ".src", e.src, "connect from a node that produces a value"))
+            issues.append(Issue("invalid_edge", f"`{src.id}` ({src.type.op}) has no output",
+                                path + ".src", src.id, "connect from a node that produces a value"))
+        else:
+            issues += source_issues(e, src, path + ".src")
         if dst is None:
             issues.append(Issue("dangling_edge", f"edge target `{e.dst_node}` is not a node",
-                                path + ".dst", e.dst_node, _close(e.dst_node, graph.nodes)))
+                                path + ".dst", e.dst_node, _close(e.dst_node, _user_ids(graph))))
         elif e.dst_port not in dst.type.inputs:
             ports = ", ".join(dst.type.inputs) or "none"
             issues.append(Issue("unknown_port", f"`{dst.type.op}` has no input port "
@@ -163,6 +166,11 @@ def _edges(graph: Graph) -> list[Issue]:
     for node in graph.nodes.values():
         issues += _ports(node, aimed, unsure)
     return issues
+
+
+def _user_ids(graph: Graph) -> list[str]:
+    """The experiment's own node ids (not the named outputs, nnrun.named_outputs)."""
+    return [nid for nid, node in graph.nodes.items() if node.of is None]
 
 
 def _ports(node: Node, aimed: set, unsure: bool) -> list[Issue]:
@@ -182,6 +190,8 @@ def _ports(node: Node, aimed: set, unsure: bool) -> list[Issue]:
 def _node_scopes(graph: Graph) -> list[Issue]:
     issues = []
     for node in graph.nodes.values():
+        if node.of is not None:
+            continue  # a named output shares its node's scope: reported once, for the node
         path = node.path + ".scope"
         if node.scope is not None and node.scope not in graph.scopes:
             issues.append(Issue("unknown_scope", f"scope `{node.scope}` does not exist", path,
@@ -259,6 +269,8 @@ def _infer_axes(graph: Graph) -> list[Issue]:
     broken: set[str] = set()
     for nid in graph.order:
         node = graph.nodes[nid]
+        if node.of is not None and node.of not in broken:
+            continue  # a named output: its axes came with its node's (record_output_axes)
         if broken & set(node.sources):
             broken.add(nid)
             graph.point_axes[nid] = graph.axes[nid] = ()
@@ -268,6 +280,8 @@ def _infer_axes(graph: Graph) -> list[Issue]:
                            graph.source)
         try:
             point = node.type.out_axes(node.params, in_axes, ctx)
+            if node.type.outputs:
+                point = record_output_axes(graph, node, point)
         except ValueError as err:
             issues.append(Issue("axis_mismatch", str(err), node.path, node.id))
             broken.add(nid)

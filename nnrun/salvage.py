@@ -65,7 +65,7 @@ def _intended_id(raw: Any) -> str | None:
 def _downstream(broken: set, edges: Any) -> set:
     """The broken nodes and every node fed by them, from the raw edges."""
     tainted = set(broken)
-    pairs = [(e.get("src"), str(e.get("dst", "")).split(".")[0])
+    pairs = [(_node_of(e.get("src")), str(e.get("dst", "")).split(".")[0])
              for e in edges or [] if isinstance(e, dict)]
     changed = True
     while changed:
@@ -75,3 +75,8 @@ def _downstream(broken: set, edges: Any) -> set:
                 tainted.add(dst)
                 changed = True
     return tainted
+
+
+def _node_of(src: Any) -> Any:
+    """The node an edge's `src` names (`top.values` is an output of `top`)."""
+    return src.split(".")[0] if isinstance(src, str) else src

@@ -59,10 +59,21 @@ class ScopeSpec(_Strict):
 
 
 class EdgeSpec(_Strict):
-    """A data edge from a node's output to a port of another node (`dst: node.port`)."""
+    """A data edge from a node's output (`src: node`, or `src: node.output` for one of the
+    named outputs of a node that has several) to a port of another node (`dst: node.port`)."""
 
-    src: str = Field(description="producing node id")
+    src: str = Field(description="producing node id; `node.output` picks one of its named "
+                                 "outputs (e.g. topk.values)")
     dst: str = Field(description="`node.port`; a bare `node` means its port `in`")
+
+    @property
+    def src_node(self) -> str:
+        return self.src.split(".", 1)[0]
+
+    @property
+    def src_port(self) -> str | None:
+        """The named output `src` picks (None: the node's output)."""
+        return self.src.split(".", 1)[1] if "." in self.src else None
 
     @property
     def dst_node(self) -> str:

@@ -37,8 +37,9 @@ def draw(graph, stem, binding=None):
             item["foreach"] = " × ".join(b.loop_vars) + f" ({len(b.points)} points)"
         scopes.append(item)
     nodes = [{"id": n.id, "op": n.type.op, "kind": n.type.kind, "scope": n.scope}
-             for n in graph.nodes.values()]
-    edges = [{"src": e.src, "dst": e.dst_node, "port": e.dst_port} for e in graph.spec.graph.edges]
+             for n in graph.nodes.values() if n.of is None]  # named outputs label edges instead
+    edges = [{"src": e.src_node, "dst": e.dst_node, "port": e.dst_port, "output": e.src_port}
+             for e in graph.spec.graph.edges]
     key = json.dumps([scopes, nodes, edges, graph.spec.name], sort_keys=True, default=str)
     if key in _PICTURES:  # a sweep draws the same picture for every point: draw it once
         return [_write_bytes(stem.with_name(f"{stem.name}.{ext}"), data)

@@ -13,7 +13,7 @@ from nnrun.nodes.base import REGISTRY, NodeParams, NodeType, Port, Stmt, registe
 # `from nnrun.nodes import save`: nnsight gives every Python object a `.save` attribute, so that
 # form binds nnsight's method, and the module is never imported (nor its op registered) when
 # nnsight was imported first.
-_HELPERS = {"base", "fields"}
+_HELPERS = {"base", "contexts", "fields"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _HELPERS:
         importlib.import_module(f"{__name__}.{_module.name}")

@@ -19,6 +19,11 @@ if TYPE_CHECKING:  # the contexts are defined by the stages that call into node 
     from pathlib import Path
 
     from nnrun.errors import Issue
+    from nnrun.model_info import ModelInfo
+    from nnrun.nodes.contexts import ArtifactContext, CheckContext, DefineContext, EmitContext
+    from nnrun.reduce import Reducer
+
+Axes = tuple[str, ...]
 
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -44,6 +49,14 @@ class Port:
     doc: str
     required: bool = True
     variadic: bool = False
+
+
+@dataclass(frozen=True)
+class OutputPort:
+    """A named output of a node that produces several values; an edge picks it with
+    `src: node.port` (nnrun.named_outputs)."""
+
+    doc: str
 
 
 @dataclass(frozen=True)
@@ -75,8 +88,9 @@ class NodeType:
     """One kind of node: its parameters, ports, axes, model accesses and emitted code.
 
     Subclasses set the class attributes and override the hooks they need. Hooks receive the
-    validated params and a context object from the calling stage (see `nnrun.graph.CheckContext`,
-    `nnrun.emit.EmitContext`, `nnrun.outputs.ArtifactContext`).
+    validated params and a context from the calling stage; what each context offers is one
+    protocol in `nnrun.nodes.contexts` (implemented by `nnrun.lint.CheckContext`,
+    `nnrun.emit.EmitContext`/`DefineContext` and `nnrun.sinks.SinkContext`).
     """
 
     op: ClassVar[str]
@@ -87,6 +101,11 @@ class NodeType:
     touches_model: ClassVar[bool] = False   # must run inside an invoke (reads/writes activations)
     is_sink: ClassVar[bool] = False         # consumes values after the program ran (save, plots)
     has_output: ClassVar[bool] = True
+    # Named outputs (`src: node.port`); empty = one unnamed output (`src: node`). A node with
+    # named outputs assigns `ctx.out` one object with an attribute per output (a NamedTuple,
+    # like torch's topk), and `out_axes` returns each output's axes by name. Every output an
+    # edge uses becomes a value of its own in the graph (nnrun.named_outputs).
+    outputs: ClassVar[dict[str, OutputPort]] = {}
     needs_grad: ClassVar[bool] = False      # its trace runs with gradients enabled
     scannable: ClassVar[bool] = True        # False: needs real values (decodes tokens to text),
                                             # so `stage=plan` derives shapes instead of scanning
@@ -96,15 +115,25 @@ class NodeType:
     # `mean` (keep running moments; write_artifacts gets the mean and ctx.spread the s.e.m.).
     sink_mode: ClassVar[Literal["collect", "stream", "mean"]] = "collect"
 
-    def check(self, params: Any, ctx: Any) -> list[Issue]:
+    def check(self, params: Any, ctx: CheckContext) -> list[Issue]:
         """Model- and graph-aware validation (site exists, layer in range, axis known)."""
         return []
 
-    def out_axes(self, params: Any, in_axes: dict[str, tuple[str, ...]], ctx: Any) -> tuple[str, ...]:
-        """Names of the output's dimensions for one loop point, given the inputs' axes."""
+    def out_axes(self, params: Any, in_axes: dict[str, Axes],
+                 ctx: CheckContext) -> Axes | dict[str, Axes]:
+        """Names of the output's dimensions for one loop point, given the inputs' axes; for a
+        node with named `outputs`, each output's axes by name.
+
+        Raises:
+            ValueError: the inputs' axes do not fit (reported as `axis_mismatch`).
+        """
         return ()
 
-    def coords(self, params: Any, info: Any) -> dict[str, list[str]]:
+    def default_output(self, params: Any) -> str | None:
+        """The named output a bare `src: node` means (None: an edge must name one)."""
+        return None
+
+    def coords(self, params: Any, info: ModelInfo | None) -> dict[str, list[str]]:
         """Tick labels of the axes this node itself adds (e.g. the layers it stacks), by axis;
         loop and position labels come from the invoke."""
         return {}
@@ -114,24 +143,23 @@ class NodeType:
         resolves each to one token id per example, emitted code gets them via `ctx.token_ids`."""
         return {}
 
-    def reducer(self, params: Any, in_axes: dict[str, tuple[str, ...]]) -> Any:
+    def reducer(self, params: Any, in_axes: dict[str, Axes]) -> Reducer | None:
         """A `nnrun.reduce.Reducer` when this node reduces over the `example` axis: such a
         node is run by the runner across chunks (init/update/finalize), not in the program."""
         return None
 
-    def emit(self, params: Any, ctx: Any) -> list[Stmt]:
+    def emit(self, params: Any, ctx: EmitContext) -> list[Stmt]:
         """Python statements computing this node's value into `ctx.out` (or performing a write)."""
         raise NotImplementedError(f"{self.op} emits no code")
 
-    def definitions(self, params: Any, ctx: Any) -> list[str]:
+    def definitions(self, params: Any, ctx: DefineContext) -> list[str]:
         """Top-level code this node needs before `run()` that depends on its params (the shared
         helpers of a type go in `preamble`): blocks placed after the preambles, in node order,
         each distinct block once. A block only this node uses has its lines mapped to the node,
-        so that a failure inside it names the node. `ctx` is a `nnrun.emit.DefineContext`; the
-        names a block binds are reserved, so no generated name shadows them."""
+        so that a failure inside it names the node. The names a block binds are reserved, so no generated name shadows them."""
         return []
 
-    def write_artifacts(self, params: Any, value: Any, ctx: Any) -> list[Path]:
+    def write_artifacts(self, params: Any, value: Any, ctx: ArtifactContext) -> list[Path]:
         """For sinks: write files into the run directory from the computed input value."""
         return []
 
@@ -187,6 +215,11 @@ def _check_node_type(cls: type) -> None:
     for port in cls.inputs.values():
         if not isinstance(port, Port):
             raise TypeError(f"{cls.__name__}.inputs values must be Port")
+    for name, output in cls.outputs.items():
+        if not isinstance(output, OutputPort) or not re.match(NODE_ID_PATTERN, name):
+            raise TypeError(f"{cls.__name__}.outputs must map identifiers to OutputPort")
+    if cls.outputs and not cls.has_output:
+        raise TypeError(f"{cls.__name__} has named outputs but has_output = False")
 
 
 REGISTRY = Registry()

@@ -109,8 +109,10 @@ def specs(draw) -> dict:
                               draw(st.one_of(st.none(), st.sampled_from(scope_ids or ["t"])))))
              for nid in node_ids]
     ports = st.sampled_from(["", ".in", ".logits", ".value", ".a", ".b", ".low", ".high"])
-    edges = draw(st.lists(st.builds(lambda s, d, p: {"src": s, "dst": d + p},
-                                    st.sampled_from(node_ids), st.sampled_from(node_ids), ports),
+    outputs = st.sampled_from(["", "", "", ".values", ".indices", ".valuez"])  # named outputs
+    edges = draw(st.lists(st.builds(lambda s, o, d, p: {"src": s + o, "dst": d + p},
+                                    st.sampled_from(node_ids), outputs,
+                                    st.sampled_from(node_ids), ports),
                           max_size=6))
     spec = {"format": 1, "name": draw(st.from_regex(r"[a-z][a-z0-9_.-]{0,10}", fullmatch=True)
                                       .filter(lambda n: ".." not in n and not n.endswith("."))),
