@@ -71,7 +71,9 @@ def generate(graph: Graph, binding: Binding, source_name: str = "",
                       + tuple(n for d in definitions for n in d.names))
     for variable in LOOP_NAMES:
         names.name(("loop", variable), variable)
-    for nid in graph.order:  # node values claim their ids first: derived names yield to them
+    # Node values claim their ids first (the experiment's own, then named outputs such as
+    # `top.values` → top_values): derived names yield to them.
+    for nid in sorted(graph.order, key=lambda nid: graph.nodes[nid].of is not None):
         names.name(("node", nid), nid)
     ctx = {nid: EmitContext(graph, binding, nid, names) for nid in graph.nodes}
     emit = lambda nid: graph.nodes[nid].type.emit(graph.nodes[nid].params, ctx[nid])  # noqa: E731
