@@ -15,6 +15,14 @@ def test_every_op_has_a_readme_row():
     assert not missing
 
 
+def test_every_named_output_is_in_its_readme_row():
+    rows = {line.split("|")[1].strip(" `"): line for line in README.splitlines()
+            if line.startswith("| `")}
+    for node_type in REGISTRY.types():
+        for name in node_type.outputs:
+            assert f"`{name}`" in rows[node_type.op], (node_type.op, name)
+
+
 def test_every_exit_code_is_documented():
     for name, code in EXIT_CODES.items():
         if name.endswith("Error"):
