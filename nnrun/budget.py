@@ -82,6 +82,7 @@ def estimate(compiled) -> MemoryEstimate:
     """The estimate for a compiled experiment (no weights, no forward pass)."""
     from nnrun.chunks import dtype_bytes, forward_bytes_per_example
     from nnrun.plan import derived_shape
+    from nnrun.schedule import forward_rows
 
     graph, binding = compiled.graph, compiled.binding
     itemsize = dtype_bytes(compiled.model.dtype)
@@ -101,7 +102,8 @@ def estimate(compiled) -> MemoryEstimate:
             running += 3 * 8 * per_example  # float64 count, mean and sum of squares
     return MemoryEstimate(
         weights=graph.info.n_params * itemsize,
-        forward=compiled.batch_size * forward_bytes_per_example(binding, graph.info, itemsize),
+        forward=compiled.batch_size * forward_bytes_per_example(
+            binding, graph.info, itemsize, forward_rows(schedule)),
         kept=kept, running=running, streamed=streamed)
 
 

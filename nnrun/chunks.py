@@ -26,20 +26,23 @@ def chunk_ranges(n_examples: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def auto_batch_size(binding: Binding, info, itemsize: int,
-                    budget: int = ROW_BUDGET_BYTES) -> int:
+                    budget: int = ROW_BUDGET_BYTES, rows: int | None = None) -> int:
     """Examples per chunk so that one forward pass stays near `budget` bytes of activations.
 
     Each example costs one row per foreach point of every invoke; a row holds about
     `tokens × (layers × hidden × 16 + vocab)` values at its peak (residual stream, attention and
     MLP intermediates, logits). The estimate is deliberately rough and errs on the small side.
     """
-    per_example = forward_bytes_per_example(binding, info, itemsize)
+    per_example = forward_bytes_per_example(binding, info, itemsize, rows)
     return max(1, min(binding.n_examples, MAX_AUTO_BATCH, budget // max(per_example, 1)))
 
 
-def forward_bytes_per_example(binding: Binding, info, itemsize: int) -> int:
-    """Activation bytes one example adds to a chunk's forward pass (see `auto_batch_size`)."""
-    rows = sum(len(b.points) for b in binding.invokes.values()) or 1
+def forward_bytes_per_example(binding: Binding, info, itemsize: int,
+                              rows: int | None = None) -> int:
+    """Activation bytes one example adds to a chunk's largest forward pass (see
+    `auto_batch_size`); `rows`: its batch rows per example (`schedule.forward_rows`), else every
+    invoke's points counted as one forward pass."""
+    rows = rows or sum(len(b.points) for b in binding.invokes.values()) or 1
     tokens = max((max(b.lengths) for b in binding.invokes.values()), default=1)
     width = (info.n_layers * info.hidden_size * 16 + info.vocab_size) if info else 1 << 16
     return rows * tokens * width * itemsize

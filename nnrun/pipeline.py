@@ -154,12 +154,14 @@ def needed_columns(spec: ExperimentSpec) -> dict[str, ColumnUse]:
 
 def _batch_size(compiled: Compiled) -> int:
     from nnrun.chunks import auto_batch_size, dtype_bytes
+    from nnrun.schedule import forward_rows
 
     size = compiled.spec.batch_size
     if size != "auto":
         return min(size, compiled.binding.n_examples)
     return auto_batch_size(compiled.binding, compiled.graph.info,
-                           dtype_bytes(compiled.model.dtype))
+                           dtype_bytes(compiled.model.dtype),
+                           rows=forward_rows(compiled.program.schedule))
 
 
 @contextmanager

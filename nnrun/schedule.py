@@ -159,6 +159,20 @@ def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True) -> Sc
     return schedule
 
 
+def forward_rows(schedule: Schedule) -> int:
+    """Batch rows one example adds to the program's largest forward pass: the traces run one
+    after another, each with a row per invoke and foreach point; a prefix reuse (nnrun.fastpath)
+    runs one layer's points at a time (plus its prefix run: one row)."""
+    def rows(trace: TracePlan) -> int:
+        if trace.prefix is not None:
+            per_layer: dict[object, int] = {}
+            for point in trace.invokes[0].binding.points:
+                per_layer[point[0]] = per_layer.get(point[0], 0) + 1
+            return max(per_layer.values())
+        return sum(len(p.binding.points) for p in trace.invokes)
+    return max((rows(t) for t in schedule.traces), default=1)
+
+
 def _passes(graph: Graph, s: Schedule, pass_of: dict[str, int]) -> list[PassPlan]:
     """Split the schedule's parts by pass (see nnrun.passes)."""
     def in_pass(nids, k):
