@@ -125,7 +125,7 @@ def export_script(compiled, path: Path, seed: int = 0) -> Path:
     from nnrun.chunks import chunk_data
 
     graph, schedule = compiled.graph, compiled.program.schedule
-    saves = {n.id: n.sources[0] for n in graph.nodes.values() if n.type.op == "save"}
+    saves = {n.id: n.sources[0] for n in graph.nodes.values() if n.type.exported}
     example_dim = {nid: graph.axes[nid].index("example") for nid in schedule.returns
                    if "example" in graph.axes[nid]}
     reducers = {nid: (graph.nodes[nid].sources[0], graph.nodes[nid].type.reducer(

@@ -118,7 +118,7 @@ def metadata(compiled, node_id: str, config_hash: str) -> dict[str, str]:
     reads = [graph.nodes[r].params for r in chain]
     if reads:
         meta["site"] = ",".join(sorted({p.site for p in reads if hasattr(p, "site")}))
-        meta["writes"] = ",".join(p.id for p in reads if p.op == "write")
+        meta["writes"] = ",".join(r for r in chain if graph.nodes[r].type.kind == "write")
         meta["layers"] = json.dumps({p.id: getattr(p, "layer", None) for p in reads})
         meta["positions"] = json.dumps({p.id: _plain(p.position) for p in reads
                                         if hasattr(p, "position")})  # `generated` has none

@@ -114,6 +114,9 @@ class NodeType:
     # `collect` (concatenate, then write_artifacts), `stream` (append to disk per chunk) or
     # `mean` (keep running moments; write_artifacts gets the mean and ctx.spread the s.e.m.).
     sink_mode: ClassVar[Literal["collect", "stream", "mean"]] = "collect"
+    # A sink whose input `stage=export`'s standalone script writes to <id>.safetensors (or
+    # .json), as the run does (nnrun.export); plots and tables are not reproduced there.
+    exported: ClassVar[bool] = False
 
     def check(self, params: Any, ctx: CheckContext) -> list[Issue]:
         """Model- and graph-aware validation (site exists, layer in range, axis known)."""

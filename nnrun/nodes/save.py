@@ -16,6 +16,7 @@ class Save(NodeType):
     is_sink = True
     sink_mode = "stream"
     has_output = False
+    exported = True
 
     class Params(NodeParams):
         op: Literal["save"] = "save"
