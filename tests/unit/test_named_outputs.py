@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 import pytest
+import yaml
 
 from nnrun.emit import Namespace
 from nnrun.errors import GraphError
@@ -131,3 +132,30 @@ def test_the_edge_carries_its_ports():
     assert _edge_label({"output": "values", "port": "in"}) == "values →"
     assert _edge_label({"output": None, "port": "in"}) == ""
     assert _edge_label({"port": "logits"}) == "logits"
+
+
+def test_a_broken_node_hides_the_users_of_its_outputs(tmp_path):
+    from nnrun.errors import ConfigError
+    from nnrun.pipeline import validate
+
+    text = """\
+format: 1
+name: broken
+graph:
+  scopes: [{id: t, kind: trace, input: "the cat sat on the mat"}]
+  nodes:
+    - {id: x, op: read, site: logits, position: last, scope: t}
+    - {id: top, op: topk, k: 2, colour: red}
+    - {id: s, op: save}
+    - {id: s2, op: save}
+  edges:
+    - {src: x, dst: top}
+    - {src: top.values, dst: s}
+    - {src: x.valuez, dst: s2}
+"""
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        validate({**yaml.safe_load(text), "model": {"path": "builtin:tiny-gpt2"}}, path)
+    got = [(i.code, i.node, i.line) for i in info.value.issues]
+    assert got == [("unknown_field", "top", 7), ("no_named_outputs", "x", 13)]
