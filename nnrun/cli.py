@@ -258,6 +258,9 @@ def _unknown_experiment(choice: str) -> ConfigError:
 def main() -> None:
     """Console-script entry point (`nnrun ...`, `python -m nnrun ...`, `nnrun verify DIR`,
     `nnrun summarize SWEEP_DIR`)."""
+    from nnrun.timings import main_started
+
+    main_started()  # the manifest's timings_s count from here (nnrun.timings)
     if len(sys.argv) > 1 and sys.argv[1] == "verify":
         from nnrun.verify import main as verify_main
 

@@ -47,6 +47,9 @@ class ModelSpec(BaseModel):
     family: Literal["gpt2", "gpt_neox", "llama"] | None = Field(
         None, description="site map for a model type nnrun does not recognise; a recognised "
                           "config.model_type always wins (so changing model.path stays correct)")
+    attn_implementation: Literal["auto", "eager", "sdpa"] = Field(
+        "auto", description="attention kernel: auto (transformers' fastest, e.g. SDPA; eager "
+                            "when the run reads attention weights), eager or sdpa")
     padding_side: Literal["left"] = Field(
         "left", description="causal LMs are padded on the left so `last` is every row's last token")
 
@@ -231,6 +234,8 @@ def _load_weights(spec: ModelSpec):
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    from nnrun.attention import load_argument
+
     hf_logging.disable_progress_bar()  # one progress bar per sweep job buries the results
     tokenizer = load_tokenizer(spec)
     path = resolve_path(spec)
@@ -238,7 +243,7 @@ def _load_weights(spec: ModelSpec):
     try:
         hf = AutoModelForCausalLM.from_pretrained(
             path, revision=spec.revision, dtype=getattr(torch, spec.dtype),
-            trust_remote_code=spec.trust_remote_code, attn_implementation="eager",
+            trust_remote_code=spec.trust_remote_code, attn_implementation=load_argument(spec),
             use_safetensors=None if spec.allow_pickle else True)
     except (OSError, ValueError) as err:
         if not spec.allow_pickle and "safetensors" in str(err).lower():
@@ -296,6 +301,8 @@ def load_lazy(spec: ModelSpec):
     """
     from nnsight import TransformersModel
 
+    from nnrun.attention import load_argument
+
     path = resolve_path(spec)
     if not spec.trust_remote_code and getattr(load_config(spec), "auto_map", None):
         # nnsight's meta path builds the model with trust_remote_code=True whatever we pass
@@ -304,10 +311,12 @@ def load_lazy(spec: ModelSpec):
             "model.path", hint="if you trust it, add `model.trust_remote_code=true` (and pin "
                                "model.revision to a commit) on your command line")])
     try:
-        # eager attention, as load_model: attention weights (attention_pattern) exist under scan
+        # the kernel load_model would use: eager when the run reads attention weights
+        # (nnrun.attention), so that they exist under scan too
+        kernel = {"attn_implementation": load_argument(spec)} if load_argument(spec) else {}
         return TransformersModel(path, task="text-generation", tokenizer=load_tokenizer(spec),
                                  revision=spec.revision, trust_remote_code=spec.trust_remote_code,
-                                 attn_implementation="eager")
+                                 **kernel)
     except (OSError, ValueError) as err:
         raise _unavailable(spec, err) from err
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +66,11 @@ def check_run_settings(config: dict[str, Any]) -> None:
     from nnrun.budget import parse_budget
 
     parse_budget(config.get("memory_budget", "auto"))
+    from nnrun.plots import formats_from_config
+    from nnrun.threads import parse_threads
+
+    parse_threads(config.get("threads", "auto"))
+    formats_from_config(config)
     target = config.get("export_path")
     if target is not None and not isinstance(target, str):
         raise ConfigError("the run settings have problems:", [Issue(
@@ -111,7 +115,10 @@ def _with_graph_issues(err: ConfigError, config: dict[str, Any], model: ModelSpe
 def compile_program(config: dict[str, Any], source: Path | None = None) -> Compiled:
     """Validate, load the examples, bind them to the tokenizer and generate the program (still
     no weights). The program does not depend on the examples, only on the graph's shape."""
+    from nnrun.attention import choose
+
     compiled = validate(config, source)
+    compiled.model = choose(compiled.model, compiled.graph)  # eager iff it reads attention
     with _located_in(source):
         compiled.binding = bind(compiled.graph, load_tokenizer(compiled.model),
                                 compiled.dataset)
@@ -185,61 +192,87 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
         overrides: list[str] | None = None) -> Path:
-    """The whole job: compile, load the model, execute, write the run directory."""
+    """The whole job: compile, load the model, execute, write the run directory. Every phase is
+    timed into the manifest's `timings_s` (nnrun.timings)."""
     from nnrun.backends import Backend, backend_spec
     from nnrun.budget import check_budget
-    from nnrun.functions import record as function_record
-    from nnrun.functions import require_opt_in
     from nnrun.outputs import RunDir
-    from nnrun.sampling import generation_record
-    from nnrun.writer import write_static
+    from nnrun.timings import Phases
 
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    phases = Phases()
     with _failure_recorded(config, source, run_dir, overrides or []):
-        backend = Backend(backend_spec(config), model_spec(config))
-        backend.preflight()  # a remote run that cannot start fails before any work
-        compiled = compile_program(config, source)
-        with _located_in(source):  # user code runs only when the command line allows it
-            require_opt_in(compiled.graph, config)
-        compiled.batch_size = backend.cap_batch(compiled.batch_size)
-        if not backend.spec.remote:  # the budget is this machine's memory
-            check_budget(compiled)  # refused before any weights load
-    timings["compile"] = time.perf_counter() - t0
+        with phases("imports"):  # torch, transformers, nnsight: paid once per process
+            import nnsight  # noqa: F401
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        with phases("compile"):
+            backend = Backend(backend_spec(config), model_spec(config))
+            backend.preflight()  # a remote run that cannot start fails before any work
+            compiled = compile_program(config, source)
+            backend.model_spec = compiled.model  # the attention kernel chosen for the graph
+            compiled.batch_size = backend.cap_batch(compiled.batch_size)
+            if not backend.spec.remote:  # the budget is this machine's memory
+                check_budget(compiled)  # refused before any weights load
     out = RunDir(run_dir)
-    info = compiled.graph.info  # what the model really is, whatever the preset said
-    out.start(experiment_record(compiled, config, source),
-              {**describe(compiled.model), "model_type": info.model_type,
-               "family": info.family, "n_layers": info.n_layers}, "run", overrides or [])
-    out.manifest.update({**function_record(compiled.graph),
-                         **generation_record(compiled.spec, config.get("seed", 0))})
     try:
-        write_static(out, compiled, config)
-        t0 = time.perf_counter()
-        model = backend.load_model()
-        timings["load_model"] = time.perf_counter() - t0
-        import torch
-
-        torch.manual_seed(config.get("seed", 0))
-        _execute_into(out, compiled, model, backend, config, source, timings)
-        out.manifest["examples"] = compiled.binding.n_examples
-        out.manifest["batch_size"] = compiled.batch_size
-        out.manifest["memory_estimate_bytes"] = {**vars(compiled.memory),
-                                                 "total": compiled.memory.total,
-                                                 "budget": compiled.memory_budget}
+        with phases("static"):
+            info = compiled.graph.info  # what the model really is, whatever the preset said
+            out.start(experiment_record(compiled, config, source),
+                      {**describe(compiled.model), "model_type": info.model_type,
+                       "family": info.family, "n_layers": info.n_layers}, "run", overrides or [])
+        with figure_formats(config):
+            _write_static(out, compiled, config, phases)
+            _load_and_execute(out, compiled, backend, config, source, phases)
     except BaseException as err:
-        out.manifest["timings_s"] = timings
+        out.manifest["timings_s"] = phases.rounded()
         out.manifest["backend"] = backend.record()
         out.finish(error_record(err))
         raise
     out.manifest["backend"] = backend.record()
-    out.manifest["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
+    out.manifest["timings_s"] = phases.rounded()
     out.finish()
     return run_dir
 
 
+def figure_formats(config: dict[str, Any]):
+    """The file formats of this run's plots and graph picture (`plots.svg`)."""
+    from nnrun.plots import formats_from_config, using_formats
+
+    return using_formats(formats_from_config(config))
+
+
+def _write_static(out, compiled: Compiled, config: dict[str, Any], phases) -> None:
+    from nnrun.writer import write_graph_picture, write_static
+
+    with phases("static"):
+        write_static(out, compiled, config)
+    with phases("graph_picture"):
+        write_graph_picture(out, compiled)
+
+
+def _load_and_execute(out, compiled: Compiled, backend, config: dict[str, Any],
+                      source: Path | None, phases) -> None:
+    from nnrun.attention import used_by
+    from nnrun.threads import apply_threads
+
+    with phases("load_model"):
+        model = backend.load_model()
+        out.manifest["model"]["attn_implementation"] = (
+            used_by(model) or compiled.model.attn_implementation)
+    import torch
+
+    out.manifest["threads"] = apply_threads(config.get("threads", "auto"), compiled)
+    torch.manual_seed(config.get("seed", 0))
+    _execute_into(out, compiled, model, backend, config, source, phases)
+    out.manifest["examples"] = compiled.binding.n_examples
+    out.manifest["batch_size"] = compiled.batch_size
+    out.manifest["memory_estimate_bytes"] = {**vars(compiled.memory),
+                                             "total": compiled.memory.total,
+                                             "budget": compiled.memory_budget}
+
+
 def _execute_into(out, compiled: Compiled, model, backend, config: dict[str, Any],
-                  source: Path | None, timings: dict[str, float]) -> None:
+                  source: Path | None, phases) -> None:
     """Run every chunk on the backend, streaming values into the run directory's sinks (chunks
     an earlier attempt of this job finished come from its chunk store)."""
     from nnrun.checkpoints import ChunkStore
@@ -248,30 +281,28 @@ def _execute_into(out, compiled: Compiled, model, backend, config: dict[str, Any
     from nnrun.run import execute
     from nnrun.writer import open_sinks
 
-    t0 = time.perf_counter()
-    store = ChunkStore.open(out.path, config_hash(config) + compiled.program.digest, len(
-        chunk_ranges(compiled.binding.n_examples, compiled.batch_size)))
-    sinks = open_sinks(out, compiled, config_hash(config))
+    with phases("execute"):
+        store = ChunkStore.open(out.path, config_hash(config) + compiled.program.digest, len(
+            chunk_ranges(compiled.binding.n_examples, compiled.batch_size)))
+        sinks = open_sinks(out, compiled, config_hash(config))
     try:
-        with _located_in(source):  # a failing node is shown at its line of the file
+        with phases("execute"), _located_in(source):  # a failing node: its line of the file
             try:
                 values = execute(compiled, model, consume=sinks.update_chunk, collect=False,
-                                 progress=True, backend=backend, chunk_store=store,
-                                 seed=config.get("seed", 0))
+                                 progress=True, backend=backend, chunk_store=store)
             except RunError as err:
                 remote = backend.failure(err)
                 if remote is None:
                     raise
                 raise remote from err
-        timings["execute"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        sinks.close(values)
-        if store is not None:
-            store.finish(out.manifest)
+        for phase, seconds in sinks.close(values).items():  # tensors: write; figures: plots
+            phases.add(phase, seconds)
+        with phases("write"):
+            if store is not None:
+                store.finish(out.manifest)
     except BaseException:
         sinks.abort()
         raise
-    timings["write"] = time.perf_counter() - t0
 
 
 def experiment_record(compiled: Compiled, config: dict[str, Any], source: Path | None):

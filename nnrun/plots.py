@@ -2,7 +2,8 @@
 
 Responsibility: turn a 1-D or 2-D tensor of results into a PNG and an SVG figure.
 
-Invariant: every call writes both files atomically (a reader never sees a partial
+Invariant: every call writes its files (PNG, and SVG unless the run's `plots.svg` is false)
+atomically (a reader never sees a partial
 image) and leaves no figure behind in matplotlib's global state, so sweeps can call
 it hundreds of times. Figures are built on an explicit Agg canvas rather than through
 ``pyplot``: they are never registered with pyplot's figure manager and the user's
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PNG_DPI = 150
+FORMATS: ContextVar[tuple[str, ...]] = ContextVar("nnrun_figure_formats",
+                                                  default=("png", "svg"))
 MAX_TICKS = 40
 _LONG_TICK = 3  # x tick labels longer than this are rotated so neighbours don't collide
 _NAN_COLOUR = "#bdbdbd"
@@ -52,15 +57,42 @@ def new_figure(width: float, height: float, layout: str | None = "constrained") 
     return fig
 
 
+def formats_from_config(config: dict) -> tuple[str, ...]:
+    """The figure formats a run's config asks for: PNG always, SVG when `plots.svg` is true.
+
+    Raises:
+        ConfigError: `plots.svg` is not a boolean.
+    """
+    svg = (config.get("plots") or {}).get("svg", True)
+    if not isinstance(svg, bool):
+        from nnrun.errors import ConfigError, Issue
+
+        raise ConfigError("the run settings have problems:", [Issue(
+            "invalid_plots_svg", f"plots.svg must be true or false, found `{svg}`", "plots.svg",
+            hint="plots.svg=false (PNG only) or plots.svg=true (PNG and SVG)")])
+    return ("png", "svg") if svg else ("png",)
+
+
+@contextmanager
+def using_formats(formats: tuple[str, ...]):
+    """Figures saved inside this block are written in `formats` (a run's `plots.svg`)."""
+    token = FORMATS.set(tuple(formats))
+    try:
+        yield
+    finally:
+        FORMATS.reset(token)
+
+
 def save_figure(fig: Figure, out_stem: Path) -> list[Path]:
-    """Write ``fig`` as ``<out_stem>.png`` and ``<out_stem>.svg`` atomically.
+    """Write ``fig`` as ``<out_stem>.png`` and (unless the run said `plots.svg=false`)
+    ``<out_stem>.svg``, atomically.
 
     Args:
         fig: The finished figure.
         out_stem: Output path without extension; dots in the name are kept.
 
     Returns:
-        The PNG path and the SVG path, in that order.
+        The PNG path and the SVG path (if written), in that order.
     """
     import matplotlib
 
@@ -70,7 +102,7 @@ def save_figure(fig: Figure, out_stem: Path) -> list[Path]:
     # hash salt and no date make the SVG byte-identical across reruns.
     style = {"svg.fonttype": "none", "svg.hashsalt": "nnrun"}
     with matplotlib.rc_context(style):
-        for ext in ("png", "svg"):
+        for ext in FORMATS.get():
             # Append rather than with_suffix(): stems like "layer.5" must keep their dot.
             path = out_stem.with_name(f"{out_stem.name}.{ext}")
             metadata = {"Date": None} if ext == "svg" else None

@@ -147,6 +147,8 @@ FORBIDDEN_KEYS: dict[str, tuple[str, str, str]] = {
                         "allow_functions=true on your command line"),
     "memory_budget": ("forbidden_budget", "an experiment file may not set the memory budget",
                       "pass memory_budget=... on your command line"),
+    "threads": ("forbidden_threads", "an experiment file may not set how many CPU threads the "
+                "machine gives it", "pass threads=N on your command line (default: auto)"),
     "export_path": ("forbidden_path", "an experiment file may not choose where files are "
                     "written", "pass export_path=... on your command line"),
 }

@@ -16,9 +16,13 @@ from nnrun.outputs import RunDir, versions
 
 
 def write_static(out: RunDir, compiled, config: dict[str, Any]) -> None:
-    """The resolved config, the program and the graph picture (before the model runs)."""
+    """The resolved config and the program (before the model runs)."""
     out.write_text("config.yaml", yaml.safe_dump(config, sort_keys=False), "config")
     out.write_text("program.py", compiled.program.source, "program")
+
+
+def write_graph_picture(out: RunDir, compiled) -> None:
+    """The picture of the graph, drawn once per graph and then copied (nnrun.picture_cache)."""
     try:
         for path in draw(compiled.graph, out.path / "graph", compiled.binding):
             out.record(path, "graph")
@@ -28,6 +32,7 @@ def write_static(out: RunDir, compiled, config: dict[str, Any]) -> None:
 
 def draw(graph, stem, binding=None):
     from nnrun.graph_picture import draw_graph
+    from nnrun.picture_cache import cached_picture
 
     scopes = []
     for s in graph.spec.graph.scopes:
@@ -41,24 +46,8 @@ def draw(graph, stem, binding=None):
     edges = [{"src": e.src_node, "dst": e.dst_node, "port": e.dst_port, "output": e.src_port}
              for e in graph.spec.graph.edges]
     key = json.dumps([scopes, nodes, edges, graph.spec.name], sort_keys=True, default=str)
-    if key in _PICTURES:  # a sweep draws the same picture for every point: draw it once
-        return [_write_bytes(stem.with_name(f"{stem.name}.{ext}"), data)
-                for ext, data in _PICTURES[key].items()]
-    paths = draw_graph(scopes, nodes, edges, stem, title=graph.spec.name)
-    while len(_PICTURES) >= 8:
-        _PICTURES.pop(next(iter(_PICTURES)))
-    _PICTURES[key] = {p.suffix[1:]: p.read_bytes() for p in paths}
-    return paths
-
-
-_PICTURES: dict[str, dict[str, bytes]] = {}  # the picture's bytes (PNG, SVG) by what it shows
-
-
-def _write_bytes(path, data: bytes):
-    from nnrun.atomic import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
-    return path
+    return cached_picture(key, stem, lambda: draw_graph(scopes, nodes, edges, stem,
+                                                        title=graph.spec.name))
 
 
 class SinkSet:
@@ -72,17 +61,24 @@ class SinkSet:
             if self.sources[nid] in values:
                 sink.update(values[self.sources[nid]])
 
-    def close(self, values: dict[str, Any]) -> None:
-        """`values`: the reductions over examples and finish()'s values (dataset-level)."""
+    def close(self, values: dict[str, Any]) -> dict[str, float]:
+        """`values`: the reductions over examples and finish()'s values (dataset-level).
+        Returns the seconds spent writing tensors (`write`) and drawing figures (`plots`)."""
+        import time
+
+        seconds = {"write": 0.0, "plots": 0.0}
         for nid, sink in self.sinks.items():
+            t0 = time.perf_counter()
             if self.sources[nid] in values:
                 sink.update(values[self.sources[nid]])
-        for sink in self.sinks.values():
             paths = sink.close()
             recorded = {a["path"] for a in sink.ctx.run.manifest["artifacts"]}
             for path in paths:
                 if str(path.relative_to(sink.ctx.run.path)) not in recorded:
                     sink.ctx.run.record(path, "plot", sink.node.id)
+            phase = "plots" if sink.node.type.kind == "plot" else "write"
+            seconds[phase] += time.perf_counter() - t0
+        return seconds
 
     def abort(self) -> None:
         for sink in self.sinks.values():
