@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nnrun.atomic import atomic_write_text
+from nnrun.attention import load_argument
 from nnrun.models import resolve_path
 
 MAIN = '''
@@ -21,6 +22,7 @@ MODEL = {model!r}
 REVISION = {revision!r}
 DTYPE = {dtype!r}
 DEVICE = {device!r}
+ATTENTION = {attention!r}  # attention kernel as nnrun ran it (None: transformers' default, SDPA)
 DATA_FILE = {data_file!r}  # the examples, beside this script (JSON)
 BATCH_SIZE = {batch_size!r}  # examples per chunk
 EXAMPLE_DIM = {example_dim!r}  # per-chunk value -> its example dimension
@@ -39,7 +41,8 @@ def load_model():
         tokenizer.pad_token = tokenizer.eos_token
     hf = AutoModelForCausalLM.from_pretrained(MODEL, revision=REVISION,
                                               dtype=getattr(torch, DTYPE),
-                                              attn_implementation="eager", use_safetensors=True)
+                                              attn_implementation=ATTENTION,
+                                              use_safetensors=True)
     return TransformersModel(hf.to(DEVICE).eval(), tokenizer=tokenizer)
 
 
@@ -136,6 +139,7 @@ def export_script(compiled, path: Path, seed: int = 0) -> Path:
     spec = compiled.model
     text = compiled.program.source + MAIN.format(
         model=resolve_path(spec), revision=spec.revision, dtype=spec.dtype, device=spec.device,
+        attention=load_argument(spec),
         data_file=data_file.name, batch_size=compiled.batch_size, example_dim=example_dim,
         reducers=reducers, saves=saves, seed=seed)
     atomic_write_text(path, text)
