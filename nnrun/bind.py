@@ -37,6 +37,7 @@ class InvokeBinding:
     points: tuple[tuple[Any, ...], ...] = ((),)
     shape: tuple[int, ...] = ()
     coords: dict[str, list[str]] = field(default_factory=dict)
+    ids: tuple[tuple[int, ...], ...] = ()    # token ids per example: tokenized once, here
 
     @property
     def lengths(self) -> tuple[int, ...]:
@@ -69,6 +70,7 @@ class Binding:
     positions: dict[str, PositionIndex]      # node id → its position per example
     token_ids: dict[str, tuple[int, ...]]    # "node.field" → token id per example
     node_coords: dict[str, dict[str, list[str]]]
+    pad_id: int = 0                          # the tokenizer's padding id (left padding)
 
     @property
     def n_examples(self) -> int:
@@ -95,7 +97,8 @@ def bind(graph: Graph, tokenizer, dataset: Dataset | None = None) -> Binding:
     token_ids = _token_ids(graph, tokenizer, dataset, issues)
     issues += _patch_alignment(graph, invokes, dataset)
     raise_if_issues(issues, ConfigError, f"inputs of `{graph.spec.name}`")
-    return Binding(dataset, invokes, positions, token_ids, _node_coords(graph, invokes))
+    return Binding(dataset, invokes, positions, token_ids, _node_coords(graph, invokes),
+                   _pad_id(tokenizer))
 
 
 class BindError(Exception):
@@ -150,9 +153,10 @@ def _bind_invoke(scope, graph: Graph, tokenizer, dataset: Dataset) -> InvokeBind
     plist = _prompts(scope, dataset)
     if not plist or not all(isinstance(p, str) and p.strip() for p in plist):
         raise BindError("bad_input", "prompts must be non-empty strings")
-    seen: dict[str, tuple[str, ...]] = {}  # a prompt shared by every example is tokenized once
-    tokens = tuple(seen[p] if p in seen else seen.setdefault(
+    seen: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {}  # a prompt shared by every
+    encoded = tuple(seen[p] if p in seen else seen.setdefault(     # example is tokenized once
         p, _checked_tokens(tokenizer, p, dataset, i)) for i, p in enumerate(plist))
+    ids, tokens = tuple(e[0] for e in encoded), tuple(e[1] for e in encoded)
     _check_context(scope, graph, tokens, dataset)
     values, coords = {}, {}
     loop_ctx = LoopContext(graph.info, tokens, dataset.where)
@@ -166,7 +170,7 @@ def _bind_invoke(scope, graph: Graph, tokenizer, dataset: Dataset) -> InvokeBind
         raise BindError("grid_too_large", f"the foreach grid has {len(points):,} points (limit "
                         f"{MAX_GRID_POINTS:,})", "sweep part of it with Hydra multirun instead")
     return InvokeBinding(scope.id, tuple(plist), tokens, tuple(foreach), points,
-                         tuple(len(v) for v in values.values()), coords)
+                         tuple(len(v) for v in values.values()), coords, ids)
 
 
 def _check_context(scope, graph: Graph, tokens, dataset: Dataset) -> None:
@@ -186,7 +190,14 @@ def _check_context(scope, graph: Graph, tokens, dataset: Dataset) -> None:
                         "shorten the prompt (or choose a model with a longer context)")
 
 
-def _checked_tokens(tokenizer, prompt: str, dataset: Dataset, row: int) -> tuple[str, ...]:
+def _pad_id(tokenizer) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return pad if pad is not None else getattr(tokenizer, "eos_token_id", None) or 0
+
+
+def _checked_tokens(tokenizer, prompt: str, dataset: Dataset,
+                    row: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The prompt's token ids and their strings, refused if a word is unknown to the model."""
     ids = encode(tokenizer, prompt)["ids"]
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is not None and unk in ids and getattr(tokenizer, "unk_token", None) not in prompt:
@@ -196,7 +207,7 @@ def _checked_tokens(tokenizer, prompt: str, dataset: Dataset, row: int) -> tuple
         raise BindError("unknown_token", f"{where}{', '.join(map(repr, words[:3])) or 'a word'} "
                         "is not in the model's vocabulary (it would become the unknown token)",
                         "use words the tokenizer knows (see its vocabulary)")
-    return tuple(tokenizer.decode([i]) for i in ids)
+    return tuple(ids), tuple(tokenizer.decode([i]) for i in ids)
 
 
 # --- positions -------------------------------------------------------------------------------

@@ -48,6 +48,21 @@ def forward_bytes_per_example(binding: Binding, info, itemsize: int,
     return rows * tokens * width * itemsize
 
 
+def encoded(ids, pad_id: int, device: Any = "cpu") -> dict[str, Any]:
+    """An invoke's input, tokenized once at bind time: `input_ids` and `attention_mask`,
+    left-padded as the tokenizer would (nnsight re-pads invokes of other lengths alike)."""
+    import torch
+
+    width = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)    # (example, position)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)               # (example, position)
+    for i, row in enumerate(ids):
+        if row:
+            input_ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row):] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+
+
 def chunk_data(binding: Binding, start: int, stop: int, device: Any = "cpu",
                backend: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `data` argument of `run(model, data)` for examples `start:stop`, with its tensors on
@@ -58,7 +73,8 @@ def chunk_data(binding: Binding, start: int, stop: int, device: Any = "cpu",
     data: dict[str, Any] = {"rows": torch.arange(stop - start), "prompts": {}, "points": {},
                             "index": {}, "mask": {}, "tokens": {}, "backend": backend or {}}
     for scope, b in binding.invokes.items():
-        data["prompts"][scope] = list(b.prompts[start:stop])
+        data["prompts"][scope] = encoded(b.ids[start:stop], binding.pad_id,
+                                         "cpu" if str(device) == "meta" else device)
         if b.loop_vars:
             data["points"][scope] = [tuple(p) for p in b.points]
     for nid, where in binding.positions.items():

@@ -52,7 +52,7 @@ class _Writer:
 
 RUN_PROLOGUE = '''\
 rows = data["rows"]  # (example,) 0..n-1 within this chunk
-prompts = data["prompts"]  # invoke scope -> one prompt per example
+prompts = data["prompts"]  # invoke scope -> input_ids, attention_mask: (example, position), tokenized once
 points = data["points"]  # foreach scope -> its loop points
 index = data["index"]  # node -> positions counted from the end: slice | (example,) | (example, position)
 mask = data["mask"]  # node -> (example, position): True where the prompt has that token
@@ -229,7 +229,7 @@ def _prefix_trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedu
     keep = "logits_to_keep=1" if graph.info.logits_to_keep else ""  # it reads no logits
     w.add(depth, f"with model.trace({keep}) as tracer:  # scope: {trace.scope.id} (prefix run: "
                  "the points' prompts, no edits)")
-    w.add(depth + 1, f"with tracer.invoke(prompts[{scope!r}]):")
+    w.add(depth + 1, f"with tracer.invoke(**prompts[{scope!r}]):")
     w.add(depth + 2, f"for {block} in range({reuse.depth}):")
     w.add(depth + 3, f"{prefix}.append({blocks}.output.clone())  # (example, position, hidden)")
     for nid in plan.collect:
@@ -267,7 +267,7 @@ def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Sc
         source = prefix[0] if prefix else f"points[{b.scope!r}]"
         w.add(depth, f"for {', '.join(loops)}{',' if len(loops) == 1 else ''} in {source}:")
         depth += 1
-    w.add(depth, f"with tracer.invoke(prompts[{b.scope!r}]):  # scope: {b.scope}")
+    w.add(depth, f"with tracer.invoke(**prompts[{b.scope!r}]):  # scope: {b.scope}")
     depth += 1
     for line in prefix[1] if prefix else ():
         w.add(depth, line)

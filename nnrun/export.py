@@ -53,11 +53,20 @@ def chunk(data, start, stop):
     index = {{k: slice(v["slice"], None) if isinstance(v, dict) else rows(v)
              for k, v in data["index"].items()}}
     return {{"rows": torch.arange(stop - start),
-            "prompts": {{k: v[start:stop] for k, v in data["prompts"].items()}},
+            "prompts": {{k: encoded(v[start:stop], data["pad_id"])
+                        for k, v in data["prompts"].items()}},
             "points": {{k: [tuple(p) for p in v] for k, v in data["points"].items()}},
             "index": index, "mask": {{k: rows(v) for k, v in data["mask"].items()}},
             "tokens": {{k: rows(v) for k, v in data["tokens"].items()}},
             "backend": {{}}}}  # e.g. {{"remote": True}} to run on NDIF (set NDIF_API_KEY)
+
+
+def encoded(ids, pad_id):
+    """Token ids per example -> input_ids and attention_mask, left-padded (nnrun.chunks)."""
+    width = max(len(row) for row in ids)
+    return {{"input_ids": torch.tensor([[pad_id] * (width - len(r)) + r for r in ids]),
+            "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r)
+                                           for r in ids])}}
 
 
 def chunk_seed(seed, pass_index, start):
@@ -135,6 +144,10 @@ def export_script(compiled, path: Path, seed: int = 0) -> Path:
         graph.nodes[nid].params, graph.input_axes(nid)).statistic) for nid in schedule.reducers}
     data_file = path.with_name(path.stem + "_data.json")
     data = chunk_data(compiled.binding, 0, compiled.binding.n_examples)
+    # the token ids of every example, unpadded: the script pads each chunk as nnrun does
+    data["prompts"] = {scope: [list(ids) for ids in b.ids]
+                       for scope, b in compiled.binding.invokes.items()}
+    data["pad_id"] = compiled.binding.pad_id
     atomic_write_text(data_file, json.dumps(_as_json(data), sort_keys=True))
     spec = compiled.model
     text = compiled.program.source + MAIN.format(
