@@ -90,13 +90,15 @@ def ensure_tiny_model(name: str, seed: int = 0) -> Path:
     return out
 
 
-def reference_model(name: str):
-    """Plain transformers model (eval, eager attention) and tokenizer of a built-in model, for
-    references that bypass nnrun and nnsight entirely (tests, benchmarks)."""
+def reference_model(name: str, attn_implementation: str | None = None):
+    """Plain transformers model (eval) and tokenizer of a built-in model, for references that
+    bypass nnrun and nnsight entirely (tests, benchmarks). The attention kernel is transformers'
+    default (SDPA), as nnrun loads it with `model.attn_implementation=auto`, so that reads can
+    be compared bit for bit; pass "eager" for references of attention weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from nnrun.models import ModelSpec, resolve_path
 
     path = resolve_path(ModelSpec(name=name, path=f"builtin:{name}"))
-    hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
-    return hf, AutoTokenizer.from_pretrained(path)
+    hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation)
+    return hf.eval(), AutoTokenizer.from_pretrained(path)

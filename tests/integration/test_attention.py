@@ -36,7 +36,7 @@ def test_patterns_equal_transformers_attention_weights(model):
         {"id": "every", "op": "read", "site": "attention_pattern", "layer": "all", "scope": "t"},
         {"id": "one", "op": "read", "site": "attention_pattern", "layer": 1, "head": 2,
          "position": "last", "scope": "t"}]))
-    hf, tok = reference_model(model)
+    hf, tok = reference_model(model, "eager")  # nnrun loads eager for attention_pattern too
     ids = torch.tensor([tok(p)["input_ids"] for p in PROMPTS])
     with torch.no_grad():
         want = torch.stack(hf(ids, output_attentions=True).attentions)   # (layer, ex, head, q, k)
