@@ -18,7 +18,7 @@ from nnrun.errors import ConfigError, Issue
 
 # Forward-pass size (rows x tokens x hidden x layers) from which a second thread paid off in
 # benchmarks/bench_overheads.py threads (benchmarks/RESULTS.md, "Overheads").
-PARALLEL_WORK = 2_000_000
+PARALLEL_WORK = 8_000_000
 
 
 def parse_threads(value: Any) -> int | None:
