@@ -99,3 +99,11 @@ def test_phases_add_up():
         pass
     phases.add("b", 1.5)
     assert set(phases.rounded()) >= {"a", "b"} and phases.seconds["b"] == 1.5
+
+
+def test_an_experiment_file_may_not_set_threads():
+    from nnrun.policy import check_experiment_text
+
+    with pytest.raises(ConfigError) as err:
+        check_experiment_text("format: 1\nname: t\nthreads: 2\n", "e.yaml")
+    assert err.value.issues[0].code == "forbidden_threads"
