@@ -19,11 +19,10 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from nnrun.atomic import atomic_writer
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -137,6 +136,8 @@ def _as_array(values: torch.Tensor | np.ndarray, ndims: tuple[int, ...]) -> np.n
     Raises:
         ValueError: If the number of dimensions is not accepted.
     """
+    import numpy as np
+
     if hasattr(values, "detach"):
         values = values.detach().to("cpu").double().numpy()
     array = np.asarray(values, dtype=np.float64)
@@ -221,6 +222,7 @@ def heatmap(
         ValueError: If ``values`` is not 2-D or a tick list has the wrong length.
     """
     import matplotlib
+    import numpy as np
 
     data = _as_array(values, (2,))
     rows, cols = data.shape
@@ -267,6 +269,8 @@ def attention_grid(
     Returns:
         The PNG path and the SVG path.
     """
+    import numpy as np
+
     data = _as_array(patterns, (4,))
     rows, cols, n_query, n_key = data.shape
     query_labels = _labels(tokens, n_query, "queries")
@@ -322,6 +326,8 @@ def line(
     Raises:
         ValueError: If ``values`` is not 1-D or 2-D, or a label list has the wrong length.
     """
+    import numpy as np
+
     data = np.atleast_2d(_as_array(values, (1, 2)))
     spread = None if band is None else np.atleast_2d(_as_array(band, (1, 2)))
     n_series, n_x = data.shape
