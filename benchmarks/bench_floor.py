@@ -1,0 +1,268 @@
+"""Residual-stream patching sweep (every layer x position of one prompt pair): nnrun against the
+raw-forward floor and hand-written references, all measured in one process on the same seeded model.
+
+Run: HF_HUB_OFFLINE=1 python benchmarks/bench_floor.py [--shapes small gpt2] [--positions 16]
+                                                       [--rounds 3] [--out FILE.md]
+
+Cases (round-robin; median seconds; ratios against `floor`):
+* floor           one forward of the L*P-row corrupt batch + one clean forward, SDPA attention,
+                  full logits: what any implementation that runs every point needs
+* hooks_batched   plain torch forward-pre-hooks patching the rows of that batch
+* nnsight_batched hand-written nnsight: one invoke of the L*P rows, one indexed write per layer
+* nnsight_naive   one nnsight trace per point (how tutorials write it)
+* nnrun_plain     nnrun's program with `fast_paths: false` (one invoke per point, one trace)
+* nnrun_fast      nnrun's program as compiled by default (prefix reuse, last-position logits)
+
+`--memory` instead measures peak RSS of nnrun_plain and nnrun_fast, each in a fresh process
+(`ru_maxrss`), against the process's RSS with the model loaded.
+
+Every case's last-position logits are compared with hooks_batched (max |diff| in the table).
+Shapes: `small` 6 layers x 384 (vocab 8192), `gpt2` GPT-2 small's 12 x 768 (vocab 50257); random
+weights from a fixed seed (speed does not depend on the values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES = {"small": dict(n_layer=6, n_embd=384, n_head=6, vocab_size=8192),
+          "gpt2": dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257)}
+
+
+def build_model(shape: str, folder: Path) -> Path:
+    """A seeded GPT-2-architecture model of `shape`, saved with nnrun's tiny word tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from nnrun.tiny import build_tokenizer
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_positions=256, bos_token_id=2, eos_token_id=2, pad_token_id=1,
+                        **SHAPES[shape])
+    out = folder / shape
+    GPT2LMHeadModel(config).save_pretrained(out)
+    build_tokenizer().save_pretrained(out)
+    return out
+
+
+def prompts(n_tokens: int) -> tuple[str, str]:
+    """A clean and a corrupt prompt of `n_tokens` words that differ in one word."""
+    words = ("the eiffel tower is in the city of paris and the language is french " * 20).split()
+    clean = words[:n_tokens]
+    corrupt = list(clean)
+    corrupt[1] = "colosseum"
+    return " ".join(clean), " ".join(corrupt)
+
+
+def nnrun_config(path: Path, clean: str, corrupt: str, fast: bool) -> dict:
+    graph = {
+        "scopes": [{"id": "clean_run", "kind": "trace", "input": clean},
+                   {"id": "patched", "kind": "trace"},
+                   {"id": "point", "kind": "invoke", "parent": "patched", "input": corrupt,
+                    "foreach": {"layer": "all", "position": "all"}}],
+        "nodes": [{"id": "clean", "op": "read", "site": "layer_input", "layer": "all",
+                   "scope": "clean_run"},
+                  {"id": "patch", "op": "write", "site": "layer_input", "layer": "{layer}",
+                   "position": "{position}", "mode": "patch", "scope": "point"},
+                  {"id": "logits", "op": "read", "site": "logits", "position": "last",
+                   "scope": "point"},
+                  {"id": "out", "op": "save"}],
+        "edges": [{"src": "clean", "dst": "patch.value"}, {"src": "logits", "dst": "out"}]}
+    return {"format": 1, "name": "bench", "graph": graph, "fast_paths": fast,
+            "model": {"name": "bench", "path": str(path)}, "memory_budget": None}
+
+
+def references(hf, floor_hf, tok, clean: str, corrupt: str, lm):
+    """The reference cases as functions returning (L*P, vocab) last-position logits."""
+    blocks = hf.transformer.h
+    c_ids, x_ids = tok(clean, return_tensors="pt")["input_ids"], \
+        tok(corrupt, return_tensors="pt")["input_ids"]
+    n_layers, n_pos = len(blocks), x_ids.shape[1]
+    batch = x_ids.repeat(n_layers * n_pos, 1)                    # (L*P, P) row = layer*P + pos
+    at = torch.arange(n_pos)
+
+    def clean_inputs():
+        cache = {}
+        hooks = [b.register_forward_pre_hook(lambda m, a, k=k: cache.__setitem__(k, a[0]))
+                 for k, b in enumerate(blocks)]
+        hf(c_ids)
+        for h in hooks:
+            h.remove()
+        return cache
+
+    @torch.no_grad()
+    def floor():
+        floor_hf(c_ids)
+        return floor_hf(batch).logits[:, -1]                        # (L*P, vocab)
+
+    @torch.no_grad()
+    def hooks_batched():
+        cache = clean_inputs()
+
+        def patch(m, args, layer):
+            x = args[0].clone()                                     # (L*P, P, d)
+            rows = layer * n_pos + at
+            x[rows, at] = cache[layer][0, at]
+            return (x, *args[1:])
+        hooks = [b.register_forward_pre_hook(lambda m, a, k=k: patch(m, a, k))
+                 for k, b in enumerate(blocks)]
+        out = hf(batch).logits[:, -1]
+        for h in hooks:
+            h.remove()
+        return out
+
+    @torch.no_grad()
+    def nnsight_batched():
+        with lm.session():
+            with lm.trace(c_ids):
+                cache = [lm.transformer.h[k].input.clone() for k in range(n_layers)]
+            with lm.trace(batch):
+                for k in range(n_layers):
+                    lm.transformer.h[k].input[k * n_pos + at, at] = cache[k][0, at]
+                out = lm.lm_head.output[:, -1].save()
+        return out
+
+    @torch.no_grad()
+    def nnsight_naive():
+        outs = []
+        with lm.trace(c_ids):
+            cache = list().save()   # nnsight 0.8: save the container, not its items
+            for k in range(n_layers):
+                cache.append(lm.transformer.h[k].input.clone())
+        for k in range(n_layers):
+            for p in range(n_pos):
+                with lm.trace(x_ids):
+                    lm.transformer.h[k].input[:, p] = cache[k][:, p]
+                    outs.append(lm.lm_head.output[:, -1].save())
+        return torch.cat(outs)
+
+    return {"floor": floor, "hooks_batched": hooks_batched, "nnsight_batched": nnsight_batched,
+            "nnsight_naive": nnsight_naive}
+
+
+def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool) -> list[str]:
+    from transformers import AutoModelForCausalLM
+
+    from nnrun.models import load_model
+    from nnrun.pipeline import compile_program
+    from nnrun.run import execute
+
+    path = build_model(shape, folder)
+    clean, corrupt = prompts(n_pos)
+    fast = compile_program(nnrun_config(path, clean, corrupt, True))
+    plain = compile_program(nnrun_config(path, clean, corrupt, False))
+    lm = load_model(fast.model)
+    hf, tok = lm._module, lm.tokenizer
+    floor_hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa").eval()
+    cases = references(hf, floor_hf, tok, clean, corrupt, lm)
+    if not naive:
+        del cases["nnsight_naive"]
+    cases["nnrun_plain"] = lambda: execute(plain, lm)["logits"].flatten(0, 2)
+    cases["nnrun_fast"] = lambda: execute(fast, lm)["logits"].flatten(0, 2)
+    want = cases["hooks_batched"]()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    error: dict[str, float] = {}
+    for fn in cases.values():   # warm-up: first calls pay for lazy imports and allocation
+        fn()
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            got = fn()
+            times[name].append(time.perf_counter() - t0)
+            if name != "floor":   # the floor patches nothing: its logits differ by design
+                error[name] = float((got.reshape(want.shape) - want).abs().max())
+    base = statistics.median(times["floor"])
+    attn = getattr(hf.config, "_attn_implementation", "?")
+    lines = [f"\n**{shape}** ({SHAPES[shape]['n_layer']} x {SHAPES[shape]['n_embd']}, vocab "
+             f"{SHAPES[shape]['vocab_size']}), {n_pos} positions = {len(want)} points; nnrun's "
+             f"model attention: {attn}; {rounds} rounds\n",
+             "| case | median s | ratio to floor | max abs diff to hooks_batched |",
+             "|---|---:|---:|---:|"]
+    for name, values in times.items():
+        med = statistics.median(values)
+        diff = f"{error[name]:.1e}" if name in error else "—"
+        lines.append(f"| {name} | {med:.3f} | {med / base:.2f} | {diff} |")
+    return lines
+
+
+def memory_child(path: Path, n_pos: int, fast: bool) -> None:
+    """One peak-RSS measurement, in this (fresh) process: prints JSON."""
+    import json
+    import resource
+
+    from nnrun.models import load_model
+    from nnrun.pipeline import compile_program
+    from nnrun.run import execute
+
+    compiled = compile_program(nnrun_config(path, *prompts(n_pos), fast))
+    lm = load_model(compiled.model)
+    loaded = _rss_mb()
+    t0 = time.perf_counter()
+    execute(compiled, lm)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"loaded_mb": loaded, "peak_mb": peak, "seconds": seconds}))
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_table(shape: str, n_pos: int, folder: Path) -> list[str]:
+    import json
+    import subprocess
+    import sys
+
+    path = build_model(shape, folder)
+    lines = [f"\n**peak RSS, {shape}, {n_pos} positions = {SHAPES[shape]['n_layer'] * n_pos} "
+             "points** (fresh process per case)\n",
+             "| case | RSS with model loaded (MB) | peak RSS (MB) | peak − loaded (MB) | s |",
+             "|---|---:|---:|---:|---:|"]
+    for fast in (False, True):
+        out = subprocess.run([sys.executable, __file__, "--child", str(path), str(n_pos),
+                              str(int(fast))], capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        name = "nnrun_fast" if fast else "nnrun_plain"
+        lines.append(f"| {name} | {r['loaded_mb']:.0f} | {r['peak_mb']:.0f} | "
+                     f"{r['peak_mb'] - r['loaded_mb']:.0f} | {r['seconds']:.1f} |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", nargs="+", default=["small", "gpt2"], choices=list(SHAPES))
+    ap.add_argument("--positions", nargs="+", type=int, default=[16])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-naive", action="store_true", help="skip the one-trace-per-point case")
+    ap.add_argument("--out", type=Path, help="also write the tables to this markdown file")
+    ap.add_argument("--memory", action="store_true", help="peak RSS instead of speed")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        memory_child(Path(args.child[0]), int(args.child[1]), args.child[2] == "1")
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape in args.shapes:
+            for n_pos in args.positions:
+                table = memory_table(shape, n_pos, Path(tmp)) if args.memory else \
+                    run_shape(shape, n_pos, args.rounds, Path(tmp), not args.no_naive)
+                print("\n".join(table), flush=True)
+                lines += table
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
