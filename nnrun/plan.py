@@ -32,9 +32,7 @@ def plan_report(compiled) -> str:
              f", in {len(chunks)} "
              f"chunk(s) of up to {compiled.batch_size}; one compiled program serves every chunk"]
     for trace in schedule.traces:
-        n = sum(len(p.binding.points) for p in trace.invokes)
-        lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {n} invoke(s) per chunk in one "
-                     "batched forward pass")
+        lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {_trace_form(trace)}")
     unscannable = any(n.type.needs_grad or not n.type.scannable
                       for n in compiled.graph.nodes.values())
     if unscannable or any(t.scope.kind == "generate" for t in schedule.traces):
@@ -100,3 +98,15 @@ def derived_shape(compiled, nid) -> list[int]:
             loops["step"] = plan.step.steps
     return [len(coords[a]) if a in coords else loops.get(a, sizes.get(a, 1))
             for a in compiled.graph.axes[nid]]
+
+
+def _trace_form(trace) -> str:
+    """How a trace runs per chunk, fast paths included (nnrun.fastpath)."""
+    n = sum(len(p.binding.points) for p in trace.invokes)
+    logits = "; logits of the last position only" if trace.last_logits else ""
+    if trace.prefix is None:
+        return f"{n} invoke(s) per chunk in one batched forward pass{logits}"
+    layers = len({point[0] for point in trace.invokes[0].binding.points})
+    return (f"{n} invoke(s) per chunk: a prefix run of blocks 0..{trace.prefix.depth - 1}, then "
+            f"one forward pass per layer ({layers}) whose points reuse the blocks before their "
+            f"layer{logits}")
