@@ -196,7 +196,10 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
     timed into the manifest's `timings_s` (nnrun.timings)."""
     from nnrun.backends import Backend, backend_spec
     from nnrun.budget import check_budget
+    from nnrun.functions import record as function_record
+    from nnrun.functions import require_opt_in
     from nnrun.outputs import RunDir
+    from nnrun.sampling import generation_record
     from nnrun.timings import Phases
 
     phases = Phases()
@@ -209,6 +212,8 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
             backend = Backend(backend_spec(config), model_spec(config))
             backend.preflight()  # a remote run that cannot start fails before any work
             compiled = compile_program(config, source)
+            with _located_in(source):  # user code runs only when the command line allows it
+                require_opt_in(compiled.graph, config)
             backend.model_spec = compiled.model  # the attention kernel chosen for the graph
             compiled.batch_size = backend.cap_batch(compiled.batch_size)
             if not backend.spec.remote:  # the budget is this machine's memory
@@ -220,6 +225,8 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
             out.start(experiment_record(compiled, config, source),
                       {**describe(compiled.model), "model_type": info.model_type,
                        "family": info.family, "n_layers": info.n_layers}, "run", overrides or [])
+            out.manifest.update({**function_record(compiled.graph),
+                                 **generation_record(compiled.spec, config.get("seed", 0))})
         with figure_formats(config):
             _write_static(out, compiled, config, phases)
             _load_and_execute(out, compiled, backend, config, source, phases)
@@ -289,7 +296,8 @@ def _execute_into(out, compiled: Compiled, model, backend, config: dict[str, Any
         with phases("execute"), _located_in(source):  # a failing node: its line of the file
             try:
                 values = execute(compiled, model, consume=sinks.update_chunk, collect=False,
-                                 progress=True, backend=backend, chunk_store=store)
+                                 progress=True, backend=backend, chunk_store=store,
+                                 seed=config.get("seed", 0))
             except RunError as err:
                 remote = backend.failure(err)
                 if remote is None:
