@@ -178,7 +178,17 @@ def start_sweep(tmp_path: Path, *args: str, at: str, pause: float) -> subprocess
     for name in ("NNRUN_FULL_ERROR", "HYDRA_FULL_ERROR", "NNRUN_EXPERIMENTS"):
         env.pop(name, None)
     return subprocess.Popen([sys.executable, "-m", "nnrun", "-m", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal)
+
+
+def _as_from_a_terminal() -> None:
+    """The sweep gets Ctrl-C as from a shell: whatever the test worker inherited or blocked
+    (a process pool, a launcher) does not reach it."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def wait_for(proc: subprocess.Popen, at: str, n: int) -> None:
@@ -262,7 +272,8 @@ def test_ctrl_c_stops_the_sweep_with_a_summary(tmp_path):
     wait_for(proc, "started", 1)
     proc.send_signal(signal.SIGINT)
     rest = proc.stderr.read()
-    assert proc.wait(timeout=120) == 130, rest
+    here = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    assert proc.wait(timeout=120) == 130, f"{rest}\n(test process SIGINT handler, mask: {here})"
     summary = summary_of(sweep)
     assert [j["status"] for j in summary["jobs"]] == ["interrupted", "pending", "pending"]
     assert "3 jobs, 1 failed" in rest and "Traceback" not in rest
