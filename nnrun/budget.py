@@ -80,9 +80,8 @@ def device_memory(device: str) -> int | None:
 
 def estimate(compiled) -> MemoryEstimate:
     """The estimate for a compiled experiment (no weights, no forward pass)."""
-    from nnrun.chunks import dtype_bytes, forward_bytes_per_example
+    from nnrun.chunks import dtype_bytes, forward_bytes_per_example, forward_rows
     from nnrun.plan import derived_shape
-    from nnrun.schedule import forward_rows
 
     graph, binding = compiled.graph, compiled.binding
     itemsize = dtype_bytes(compiled.model.dtype)

@@ -7,6 +7,7 @@ runs through the same compiled program and yields exactly what a run of those ro
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from nnrun.bind import Binding
@@ -40,7 +41,7 @@ def auto_batch_size(binding: Binding, info, itemsize: int,
 def forward_bytes_per_example(binding: Binding, info, itemsize: int,
                               rows: int | None = None) -> int:
     """Activation bytes one example adds to a chunk's largest forward pass (see
-    `auto_batch_size`); `rows`: its batch rows per example (`schedule.forward_rows`), else every
+    `auto_batch_size`); `rows`: its batch rows per example (`forward_rows`), else every
     invoke's points counted as one forward pass."""
     rows = rows or sum(len(b.points) for b in binding.invokes.values()) or 1
     tokens = max((max(b.lengths) for b in binding.invokes.values()), default=1)
@@ -61,6 +62,17 @@ def encoded(ids, pad_id: int, device: Any = "cpu") -> dict[str, Any]:
             input_ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
             mask[i, width - len(row):] = 1
     return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+
+
+def forward_rows(schedule) -> int:
+    """Batch rows one example adds to the program's largest forward pass: the traces run one
+    after another, each with a row per invoke and foreach point; a prefix reuse (nnrun.fastpath)
+    runs one layer's points at a time (plus its prefix run: one row)."""
+    def rows(trace) -> int:
+        if trace.prefix is not None:   # the points of one layer at a time
+            return max(Counter(point[0] for point in trace.invokes[0].binding.points).values())
+        return sum(len(p.binding.points) for p in trace.invokes)
+    return max((rows(t) for t in schedule.traces), default=1)
 
 
 def chunk_data(binding: Binding, start: int, stop: int, device: Any = "cpu",

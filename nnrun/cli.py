@@ -61,8 +61,9 @@ def experiment_source(name: str | None) -> Path | None:
 def _job(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 
-    from nnrun.pipeline import STAGES, error_record, run_stage
+    from nnrun.pipeline import STAGES, run_stage
     from nnrun.redact import redact
+    from nnrun.run_records import error_record
     from nnrun.rundir import Terminated, job_guard
     from nnrun.sweeps.job import record_failure, say
 

@@ -20,8 +20,9 @@ from nnrun import __version__
 from nnrun.bind import Binding
 from nnrun.emit import LOOP_NAMES, MAX_PROGRAM_LINES, PROGRAM_NAMES, EmitContext, Namespace
 from nnrun.graph import Graph
+from nnrun.passes import PassPlan
 from nnrun.sampling import generate_kwargs
-from nnrun.schedule import InvokePlan, PassPlan, Schedule, TracePlan, make_schedule
+from nnrun.schedule import InvokePlan, Schedule, TracePlan, make_schedule
 from nnrun.sites import python_ref
 
 
@@ -187,7 +188,8 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
     note = "; only the last position's logits are used" if trace.last_logits else ""
     var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
     points = lambda nid: names.name(("points", nid), f"{var(nid)}_points")  # noqa: E731
-    if trace.prefix is not None:
+    if trace.prefix is not None:  # always in a session: the lists need no save()
+        _collect_lists(w, depth, trace, schedule, points, save=False)
         _prefix_trace(w, depth, trace, graph, schedule, names, kwargs, note)
     else:
         if s.kind == "generate":
@@ -201,10 +203,7 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
         barrier = {b: names.name(("barrier", s.id, b), b) for b in trace.barriers}
         for name in trace.barriers:
             w.add(body, f"{barrier[name]} = tracer.barrier(2)")
-        for plan in trace.invokes:
-            for nid in plan.collect:
-                save = "" if session or nid not in schedule.saves else ".save()"
-                w.add(body, f"{points(nid)} = list(){save}  # one entry per loop point", nid)
+        _collect_lists(w, body, trace, schedule, points, save=not session)
         for plan in trace.invokes:
             _invoke(w, body, plan, graph, schedule, names, barrier)
     depth -= 1 if grads else 0
@@ -213,6 +212,15 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
             save = ".save()" if session and nid in schedule.saves else ""
             w.add(depth, f"{var(nid)} = {_stacked(plan, nid, points(nid))}"
                          f"{save}  # {_axes(graph, nid)}", nid)
+
+
+def _collect_lists(w: _Writer, depth: int, trace: TracePlan, schedule: Schedule, points,
+                   save: bool) -> None:
+    """The per-point lists of the trace's loop values; saved when they leave a lone trace."""
+    for plan in trace.invokes:
+        for nid in plan.collect:
+            saved = ".save()" if save and nid in schedule.saves else ""
+            w.add(depth, f"{points(nid)} = list(){saved}  # one entry per loop point", nid)
 
 
 def _prefix_trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Schedule,
@@ -232,9 +240,6 @@ def _prefix_trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedu
     w.add(depth + 1, f"with tracer.invoke(**prompts[{scope!r}]):")
     w.add(depth + 2, f"for {block} in range({reuse.depth}):")
     w.add(depth + 3, f"{prefix}.append({blocks}.output.clone())  # (example, position, hidden)")
-    for nid in plan.collect:
-        points = names.name(("points", nid), f"{names.name(('node', nid), nid)}_points")
-        w.add(depth, f"{points} = list()  # one entry per loop point", nid)
     layer, group = names.name(("loop", "layer"), "layer"), names.name(("group", scope), "group")
     w.add(depth, f"for {layer}, {group} in itertools.groupby(points[{scope!r}], "
                  "key=lambda point: point[0]):  # one trace per layer")
@@ -278,7 +283,7 @@ def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Sc
         depth += 1
         first_step = f"if {step} == 0:  # nodes of the invoke itself run at the first step"
     guarded = False
-    every = _all_stmts(plan)
+    every = plan.all_stmts
     for i, (nid, stmt) in enumerate(plan.stmts):
         at = depth
         if first_step and nid not in plan.step_nodes:
@@ -306,12 +311,6 @@ def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Sc
             _statement(w, depth, plan, i, every, graph, schedule, names)
     if not plan.stmts and not plan.after:
         w.add(depth, "pass")
-
-
-def _all_stmts(plan: InvokePlan) -> list:
-    """The invoke's statements in program order: forward, the backward block, then those after
-    the generation steps."""
-    return plan.stmts + (plan.backward[1] if plan.backward else []) + plan.after
 
 
 def _statement(w: _Writer, at: int, plan: InvokePlan, i: int, every: list, graph: Graph,

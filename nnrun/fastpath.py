@@ -53,7 +53,7 @@ def keeps_last_logits(trace: TracePlan, graph: Graph) -> bool:
             or trace.scope.kind != "trace":
         return False
     logits, _ = resolve("logits", info.family)
-    touching = [s.access for p in trace.invokes for _, s in _statements(p)
+    touching = [s.access for p in trace.invokes for _, s in p.all_stmts
                 if s.access is not None and s.access.module == logits]
     return bool(touching) and all(a.last_only for a in touching)
 
@@ -80,10 +80,6 @@ def prefix_reuse(trace: TracePlan, graph: Graph) -> PrefixReuse | None:
     if any(layer < 0 for layer in layers) or sum(layers) < MIN_SAVED_PASSES * info.n_layers:
         return None
     return PrefixReuse(block, max(layers))
-
-
-def _statements(plan: InvokePlan):
-    return plan.stmts + (plan.backward[1] if plan.backward else []) + plan.after
 
 
 def _needs_grad(plan: InvokePlan, graph: Graph) -> bool:

@@ -12,12 +12,15 @@ issue, never an endless loop.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nnrun.errors import Issue
 
 if TYPE_CHECKING:
     from nnrun.graph import Graph
+    from nnrun.nodes.base import Stmt
+    from nnrun.schedule import Schedule, TracePlan
 
 DATASET_LEVEL = ("reduce", "final")
 PER_EXAMPLE = ("model", "chunk")
@@ -106,3 +109,50 @@ def _cycle(graph: Graph, phase: dict[str, str]) -> Issue:
                  "its own trace (or on per-example values used with it)", graph.nodes[user].path,
                  user, "compute the statistic from a trace of its own (it then runs in a "
                  "first pass over the dataset)")
+
+
+@dataclass
+class PassPlan:
+    """One pass over the dataset: `run` per chunk (these traces, then `post`), the reducers it
+    feeds, then `finish` once (`final`). `given`: dataset-level values of earlier passes that
+    its model nodes use; `final_returns`: finish's values used after it."""
+
+    index: int
+    traces: list[TracePlan]
+    post: list[tuple[str, Stmt]]
+    returns: list[str]
+    reducers: list[str]
+    final: list[tuple[str, Stmt]]
+    final_inputs: list[str]
+    final_returns: list[str]
+    given: list[str]
+
+    @property
+    def session(self) -> bool:
+        """Several traces (a prefix reuse is several: the prefix run, then one per layer)."""
+        return len(self.traces) > 1 or any(t.prefix for t in self.traces)
+
+
+def split_passes(graph: Graph, s: Schedule, pass_of: dict[str, int]) -> list[PassPlan]:
+    """Split the schedule's parts by pass (`pass_of` from `assign_passes`)."""
+    def in_pass(nids, k):
+        return [n for n in nids if pass_of[n] == k]
+
+    def trace_pass(trace: TracePlan) -> int:
+        return max((pass_of[n] for p in trace.invokes for n, _ in p.stmts), default=0)
+    plans = []
+    for k in range(max(pass_of.values(), default=0) + 1):
+        final = [(n, st) for n, st in s.final if pass_of[n] == k]
+        mine = {n for n, _ in final}
+        inputs = {src for n in mine for src in graph.nodes[n].sources
+                  if s.phase[src] == "reduce" or (s.phase[src] == "final" and src not in mine)}
+        used_later = {n for n in mine if any(c.id not in mine for c in graph.consumers(n))}
+        model = [n for n in graph.order if s.phase[n] == "model" and pass_of[n] == k]
+        given = {src for n in model for src in graph.nodes[n].sources
+                 if s.phase[src] in ("reduce", "final")}
+        plans.append(PassPlan(
+            k, [t for t in s.traces if trace_pass(t) == k],
+            [(n, st) for n, st in s.post if pass_of[n] == k], in_pass(s.returns, k),
+            in_pass(s.reducers, k), final, sorted(inputs, key=graph.order.index),
+            sorted(used_later, key=graph.order.index), sorted(given, key=graph.order.index)))
+    return plans

@@ -7,7 +7,6 @@ outcome of every run, failed ones included.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,12 @@ from nnrun.errors import ConfigError, NnrunError
 from nnrun.graph import Graph, build_graph
 from nnrun.load import line_of, load_experiment
 from nnrun.models import ModelSpec, describe, load_tokenizer, model_info
+from nnrun.run_records import (
+    config_hash,
+    error_record,
+    experiment_record,
+    failure_recorded,
+)
 from nnrun.schema import ExperimentSpec
 
 STAGES = ("validate", "plan", "export", "run", "modules")
@@ -160,8 +165,7 @@ def needed_columns(spec: ExperimentSpec) -> dict[str, ColumnUse]:
 
 
 def _batch_size(compiled: Compiled) -> int:
-    from nnrun.chunks import auto_batch_size, dtype_bytes
-    from nnrun.schedule import forward_rows
+    from nnrun.chunks import auto_batch_size, dtype_bytes, forward_rows
 
     size = compiled.spec.batch_size
     if size != "auto":
@@ -185,11 +189,6 @@ def _located_in(source: Path | None):
         raise
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
         overrides: list[str] | None = None) -> Path:
     """The whole job: compile, load the model, execute, write the run directory. Every phase is
@@ -203,7 +202,7 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
     from nnrun.timings import Phases
 
     phases = Phases()
-    with _failure_recorded(config, source, run_dir, overrides or []):
+    with failure_recorded(config, source, run_dir, overrides or []):
         with phases("imports"):  # torch, transformers, nnsight: paid once per process
             import nnsight  # noqa: F401
             import torch  # noqa: F401
@@ -311,54 +310,6 @@ def _execute_into(out, compiled: Compiled, model, backend, config: dict[str, Any
     except BaseException:
         sinks.abort()
         raise
-
-
-def experiment_record(compiled: Compiled, config: dict[str, Any], source: Path | None):
-    return {"name": compiled.spec.name, "description": compiled.spec.description,
-            "file": str(source) if source else None, "params": compiled.spec.params,
-            "config_sha256": config_hash(config),
-            "program_sha256": hashlib.sha256(compiled.program.source.encode()).hexdigest()}
-
-
-@contextmanager
-def _failure_recorded(config: dict[str, Any], source: Path | None, run_dir: Path,
-                      overrides: list[str]):
-    """A run that fails before its directory is started still leaves a manifest saying what
-    was tried and why it failed (from the raw config: nothing compiled)."""
-    from nnrun.outputs import RunDir
-
-    try:
-        yield
-    except NnrunError as err:
-        failed = RunDir(run_dir)
-        failed.start(_config_record(config, source), _model_record(config), "run", overrides)
-        failed.finish(error_record(err))
-        raise
-
-
-def _config_record(config: dict[str, Any], source: Path | None) -> dict[str, Any]:
-    """The experiment record of a run that failed before it compiled (from the raw config)."""
-    return {"name": config.get("name"), "description": config.get("description"),
-            "file": str(source) if source else None, "params": config.get("params"),
-            "config_sha256": config_hash(config), "program_sha256": None}
-
-
-def _model_record(config: dict[str, Any]) -> dict[str, Any]:
-    from nnrun.models import name_from_path
-
-    model = config.get("model") if isinstance(config.get("model"), dict) else {}
-    record = {key: model.get(key) for key in ("name", "path", "revision", "dtype", "device")}
-    if not record["name"] and isinstance(record["path"], str):
-        record["name"] = name_from_path(record["path"])
-    return record
-
-
-def error_record(err: BaseException) -> dict[str, Any]:
-    if isinstance(err, NnrunError):
-        return {"type": type(err).__name__, "exit_code": err.exit_code, "message": str(err),
-                "node": next((i.node for i in err.issues if i.node), None)}
-    return {"type": type(err).__name__, "exit_code": 130 if isinstance(err, KeyboardInterrupt)
-            else 1, "message": str(err), "node": None}
 
 
 def run_stage(stage: str, config: dict[str, Any], run_dir: Path, source: Path | None,

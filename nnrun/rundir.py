@@ -79,7 +79,7 @@ def process_facts() -> dict[str, Any]:
 
 
 def end_status(error: dict[str, Any] | None) -> str:
-    """The manifest status for how a job ended (`error` as pipeline.error_record makes it)."""
+    """The manifest status for how a job ended (`error` as run_records.error_record makes it)."""
     if error is None:
         return "completed"
     kind = error.get("type")

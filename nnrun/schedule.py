@@ -16,7 +16,7 @@ from nnrun.errors import CompileError, Issue, raise_if_issues
 from nnrun.fastpath import PrefixReuse, keeps_last_logits, prefix_reuse
 from nnrun.graph import Graph
 from nnrun.nodes.base import Stmt
-from nnrun.passes import assign_passes, phases
+from nnrun.passes import PassPlan, assign_passes, phases, split_passes
 from nnrun.schema import ScopeSpec
 
 
@@ -33,6 +33,12 @@ class InvokePlan:
     # the statements inside it, gradient requests in reverse firing order.
     backward: tuple[str, list[tuple[str, Stmt]]] | None = None
     after: list[tuple[str, Stmt]] = field(default_factory=list)  # after the generation steps
+
+    @property
+    def all_stmts(self) -> list[tuple[str, Stmt]]:
+        """The statements in program order: forward, the backward block, then those after
+        the generation steps."""
+        return self.stmts + (self.backward[1] if self.backward else []) + self.after
 
     @property
     def looped(self) -> bool:
@@ -55,28 +61,6 @@ class TracePlan:
     barriers: list[str] = field(default_factory=list)
     last_logits: bool = False            # fast path: unembed the last position only
     prefix: PrefixReuse | None = None    # fast path: reuse the unedited run's first blocks
-
-
-@dataclass
-class PassPlan:
-    """One pass over the dataset: `run` per chunk (these traces, then `post`), the reducers it
-    feeds, then `finish` once (`final`). `given`: dataset-level values of earlier passes that
-    its model nodes use; `final_returns`: finish's values used after it."""
-
-    index: int
-    traces: list[TracePlan]
-    post: list[tuple[str, Stmt]]
-    returns: list[str]
-    reducers: list[str]
-    final: list[tuple[str, Stmt]]
-    final_inputs: list[str]
-    final_returns: list[str]
-    given: list[str]
-
-    @property
-    def session(self) -> bool:
-        """Several traces (a prefix reuse is several: the prefix run, then one per layer)."""
-        return len(self.traces) > 1 or any(t.prefix for t in self.traces)
 
 
 @dataclass
@@ -155,47 +139,8 @@ def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True) -> Sc
     reducers = [nid for nid in graph.order if phase[nid] == "reduce"]
     schedule = Schedule(session, traces, post, saves, returns, preambles, final, reducers,
                         final_inputs, final_returns, phase)
-    schedule.passes = _passes(graph, schedule, pass_of)
+    schedule.passes = split_passes(graph, schedule, pass_of)
     return schedule
-
-
-def forward_rows(schedule: Schedule) -> int:
-    """Batch rows one example adds to the program's largest forward pass: the traces run one
-    after another, each with a row per invoke and foreach point; a prefix reuse (nnrun.fastpath)
-    runs one layer's points at a time (plus its prefix run: one row)."""
-    def rows(trace: TracePlan) -> int:
-        if trace.prefix is not None:
-            per_layer: dict[object, int] = {}
-            for point in trace.invokes[0].binding.points:
-                per_layer[point[0]] = per_layer.get(point[0], 0) + 1
-            return max(per_layer.values())
-        return sum(len(p.binding.points) for p in trace.invokes)
-    return max((rows(t) for t in schedule.traces), default=1)
-
-
-def _passes(graph: Graph, s: Schedule, pass_of: dict[str, int]) -> list[PassPlan]:
-    """Split the schedule's parts by pass (see nnrun.passes)."""
-    def in_pass(nids, k):
-        return [n for n in nids if pass_of[n] == k]
-
-    def trace_pass(trace: TracePlan) -> int:
-        return max((pass_of[n] for p in trace.invokes for n, _ in p.stmts), default=0)
-    plans = []
-    for k in range(max(pass_of.values(), default=0) + 1):
-        final = [(n, st) for n, st in s.final if pass_of[n] == k]
-        mine = {n for n, _ in final}
-        inputs = {src for n in mine for src in graph.nodes[n].sources
-                  if s.phase[src] == "reduce" or (s.phase[src] == "final" and src not in mine)}
-        used_later = {n for n in mine if any(c.id not in mine for c in graph.consumers(n))}
-        model = [n for n in graph.order if s.phase[n] == "model" and pass_of[n] == k]
-        given = {src for n in model for src in graph.nodes[n].sources
-                 if s.phase[src] in ("reduce", "final")}
-        plans.append(PassPlan(
-            k, [t for t in s.traces if trace_pass(t) == k],
-            [(n, st) for n, st in s.post if pass_of[n] == k], in_pass(s.returns, k),
-            in_pass(s.reducers, k), final, sorted(inputs, key=graph.order.index),
-            sorted(used_later, key=graph.order.index), sorted(given, key=graph.order.index)))
-    return plans
 
 
 def _is_post(graph: Graph, node_id: str) -> bool:

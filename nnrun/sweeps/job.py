@@ -227,7 +227,7 @@ def _experiment_file(hc) -> Path | None:
 
 def _config_hash(cfg: DictConfig) -> str | None:
     from nnrun.outputs import JOB_FACTS
-    from nnrun.pipeline import config_hash
+    from nnrun.run_records import config_hash
 
     try:
         value = config_hash(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
