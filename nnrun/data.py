@@ -73,6 +73,26 @@ def single_example() -> Dataset:
     return Dataset(({},), "none")
 
 
+def prompt_lists(scopes) -> Dataset | None:
+    """Without `data`: the examples that the scopes' prompt lists give (`input: [...]`, one
+    prompt per example; every list the same length), or None (one implicit example).
+
+    Raises:
+        ConfigError: two scopes list different numbers of prompts.
+    """
+    lists = [(i, s) for i, s in enumerate(scopes) if isinstance(s.input, list)]
+    if not lists:
+        return None
+    first, n = lists[0][1], len(lists[0][1].input)
+    issues = [Issue("bad_input", f"scope `{s.id}` lists {len(s.input)} prompts but scope "
+                    f"`{first.id}` lists {n}: one prompt per example", f"graph.scopes[{i}].input",
+                    s.id, "give every scope the same number of prompts, or use `data` and "
+                          "{column: name}")
+              for i, s in lists if len(s.input) != n]
+    raise_if_issues(issues, ConfigError, "the prompt lists do not match")
+    return Dataset(tuple({} for _ in range(n)), "input lists")
+
+
 def load_dataset(spec: DataSpec, experiment_file: Path | None,
                  needed: dict[str, ColumnUse]) -> Dataset:
     """Read the rows and check that every needed column is present and well typed in every row.

@@ -136,10 +136,10 @@ def compile_program(config: dict[str, Any], source: Path | None = None) -> Compi
 
 
 def _dataset(spec: ExperimentSpec, source: Path | None):
-    from nnrun.data import load_dataset
+    from nnrun.data import load_dataset, prompt_lists
 
-    if spec.data is None:
-        return None
+    if spec.data is None:   # the examples are the prompt lists' (or one implicit example)
+        return prompt_lists(spec.graph.scopes)
     return load_dataset(spec.data, source, needed_columns(spec))
 
 
