@@ -11,19 +11,23 @@ Cases (round-robin; median seconds; ratios against `floor`):
 * nnsight_batched hand-written nnsight: one invoke of the L*P rows, one indexed write per layer
 * nnsight_naive   one nnsight trace per point (how tutorials write it)
 * nnrun_plain     nnrun's program with `fast_paths: false` (one invoke per point, one trace)
-* nnrun_fast      nnrun's program as compiled by default (prefix reuse, last-position logits)
+* nnrun_fast      nnrun's program as compiled by default (last-position logits, the points folded
+                  into one invoke, prefix reuse where it saves more than a trace per layer costs)
+* nnrun_fold      the fast form without prefix reuse: one trace, one invoke of all points' rows
+* nnrun_prefix    the fast form with prefix reuse: a prefix run, then one trace per layer
 
 `--memory` instead measures peak RSS of nnrun_plain and nnrun_fast, each in a fresh process
 (`ru_maxrss`), against the process's RSS with the model loaded.
 
 Every case's last-position logits are compared with hooks_batched (max |diff| in the table).
-Shapes: `small` 6 layers x 384 (vocab 8192), `gpt2` GPT-2 small's 12 x 768 (vocab 50257); random
+Shapes: `tiny` the demo model's 4 layers x 128 (vocab 512), `small` 6 layers x 384 (vocab 8192), `gpt2` GPT-2 small's 12 x 768 (vocab 50257); random
 weights from a fixed seed (speed does not depend on the values).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -31,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-SHAPES = {"small": dict(n_layer=6, n_embd=384, n_head=6, vocab_size=8192),
+SHAPES = {"tiny": dict(n_layer=4, n_embd=128, n_head=4, vocab_size=512),   # the demo model's
+          "small": dict(n_layer=6, n_embd=384, n_head=6, vocab_size=8192),
           "gpt2": dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257)}
 
 
@@ -156,6 +161,10 @@ def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool) ->
     clean, corrupt = prompts(n_pos)
     fast = compile_program(nnrun_config(path, clean, corrupt, True))
     plain = compile_program(nnrun_config(path, clean, corrupt, False))
+    forms = {}   # the two fast forms, whichever the cost rule picks (fastpath.TRACE_COST_FLOPS)
+    for name, cost in (("nnrun_fold", float("inf")), ("nnrun_prefix", 0.0)):
+        with _trace_cost(cost):
+            forms[name] = compile_program(nnrun_config(path, clean, corrupt, True))
     lm = load_model(fast.model)
     hf, tok = lm._module, lm.tokenizer
     floor_hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa").eval()
@@ -164,6 +173,8 @@ def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool) ->
         del cases["nnsight_naive"]
     cases["nnrun_plain"] = lambda: execute(plain, lm)["logits"].flatten(0, 2)
     cases["nnrun_fast"] = lambda: execute(fast, lm)["logits"].flatten(0, 2)
+    for name, compiled in forms.items():
+        cases[name] = lambda c=compiled: execute(c, lm)["logits"].flatten(0, 2)
     want = cases["hooks_batched"]()
     times: dict[str, list[float]] = {name: [] for name in cases}
     error: dict[str, float] = {}
@@ -188,6 +199,19 @@ def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool) ->
         diff = f"{error[name]:.1e}" if name in error else "—"
         lines.append(f"| {name} | {med:.3f} | {med / base:.2f} | {diff} |")
     return lines
+
+
+@contextlib.contextmanager
+def _trace_cost(flops: float):
+    """Compile with another cost of a trace: inf never takes prefix reuse (the points fold
+    into one invoke), 0 always does (a trace per layer)."""
+    from nnrun import fastpath
+
+    saved, fastpath.TRACE_COST_FLOPS = fastpath.TRACE_COST_FLOPS, flops
+    try:
+        yield
+    finally:
+        fastpath.TRACE_COST_FLOPS = saved
 
 
 def memory_child(path: Path, n_pos: int, fast: bool) -> None:

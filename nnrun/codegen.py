@@ -14,11 +14,19 @@ claimed from one namespace, so node ids never collide with generated names or lo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from nnrun import __version__
 from nnrun.bind import Binding
-from nnrun.emit import LOOP_NAMES, MAX_PROGRAM_LINES, PROGRAM_NAMES, EmitContext, Namespace
+from nnrun.emit import (
+    LOOP_NAMES,
+    MAX_PROGRAM_LINES,
+    PROGRAM_NAMES,
+    EmitContext,
+    FoldRows,
+    Namespace,
+)
+from nnrun.fastpath import looped_layer
 from nnrun.graph import Graph
 from nnrun.passes import PassPlan
 from nnrun.sampling import generate_kwargs
@@ -77,8 +85,17 @@ def generate(graph: Graph, binding: Binding, source_name: str = "",
     for nid in sorted(graph.order, key=lambda nid: graph.nodes[nid].of is not None):
         names.name(("node", nid), nid)
     ctx = {nid: EmitContext(graph, binding, nid, names) for nid in graph.nodes}
-    emit = lambda nid: graph.nodes[nid].type.emit(graph.nodes[nid].params, ctx[nid])  # noqa: E731
-    schedule = make_schedule(graph, binding, emit, fast)
+
+    def emit(nid: str, fold: str | None = None):
+        scope = graph.invoke_of(graph.nodes[nid].scope)
+        at = ctx[nid] if fold is None else \
+            replace(ctx[nid], fold=_fold_rows(names, scope.id, fold))
+        return graph.nodes[nid].type.emit(graph.nodes[nid].params, at)
+
+    def foldable(nid: str) -> bool:
+        return graph.nodes[nid].type.foldable(graph.nodes[nid].params, ctx[nid])
+
+    schedule = make_schedule(graph, binding, emit, fast, foldable)
     w = _Writer()
     _header(w, graph, schedule, source_name)
     for block in definitions:  # a node's own block maps to it: a failure inside names the node
@@ -105,6 +122,41 @@ def generate(graph: Graph, binding: Binding, source_name: str = "",
     return Program("\n".join(w.lines) + "\n", w.line_map, schedule)
 
 
+def _fold_rows(names: Namespace, scope: str, kind: str) -> FoldRows:
+    """The per-row index names of a folded invoke: of all its points' rows (`points`), or of
+    one layer's points (`layer`: in the loop over layers)."""
+    base = "fold" if kind == "points" else "layer"
+    return FoldRows(*(names.name(("fold", scope, kind, part), f"{base}_{part}")
+                      for part in ("rows", "example", "position")))
+
+
+def _fold_groups(names: Namespace, scope: str) -> str:
+    return names.name(("fold", scope, "groups"), "fold_groups")
+
+
+# The per-row indices of folded invokes are computed before the session: a remote backend runs
+# the session's code elsewhere, where functions of this module are not defined.
+FOLD_POINTS = '''
+def fold_points(points, rows, by_layer, each_alone=False):
+    """A foreach's points as the rows of one batch: a copy of the chunk per point, point after
+    point (row = point * len(rows) + example). Returns (rows, example, position) of the whole
+    batch and, per layer when `by_layer` (a point's first value; else one group of them all),
+    (layer, rows, example, position) of its points, every index a (row,) tensor; with
+    `each_alone`, each group is a batch of its own (its rows counted from 0)."""
+    n, device = len(rows), rows.device
+    at = torch.arange(len(points) * n, device=device)  # (row,)
+    example = rows.repeat(len(points))  # (row,) the example each row is a copy of
+    position = torch.tensor([point[-1] for point in points], device=device).repeat_interleave(n)  # (row,)
+    groups, start = [], 0
+    for layer, group in itertools.groupby(points, key=lambda point: point[0] if by_layer else None):
+        stop = start + len(list(group)) * n
+        own = at[:stop - start] if each_alone else at[start:stop]
+        groups.append((layer, own, example[start:stop], position[start:stop]))
+        start = stop
+    return (at, example, position), groups
+'''
+
+
 def _preamble_names() -> tuple[str, ...]:
     """The functions node types define in the program's preamble (`decode_ids`, `pearson`):
     reserved, so that no node value shadows one."""
@@ -124,11 +176,13 @@ def _header(w: _Writer, graph: Graph, schedule: Schedule, source: str) -> None:
              'so left padding cannot shift\nthem. Do not edit: regenerate with '
              '`nnrun ... stage=export`.\n"""')
     w.add(0, f"# experiment: {graph.spec.name!r}" + (f"  (from {source!r})" if source else ""))
-    if any(t.prefix for t in schedule.traces):
+    if any(t.prefix or t.fold for t in schedule.traces):
         w.add(0, "import itertools")
     w.add(0, "import torch\n")
     for pre in schedule.preambles:
         w.add(0, pre.rstrip())
+    if any(t.fold for t in schedule.traces):
+        w.add(0, FOLD_POINTS.strip("\n") + "\n")
     w.add(0, "")
 
 
@@ -151,6 +205,9 @@ def _run(w: _Writer, name: str, plan: PassPlan, graph: Graph, schedule: Schedule
         w.add(1, 'given = data["given"]  # statistics over the dataset from earlier passes')
     for nid in plan.given:
         w.add(1, f"{var(nid)} = given[{nid!r}]  # {_axes(graph, nid)}", nid)
+    for trace in plan.traces:
+        if trace.fold is not None:
+            _fold_points(w, 1, trace, names)
     depth = 1
     if plan.session:  # the outermost context carries the backend: one remote job
         w.add(1, "with model.session(**backend):")
@@ -205,7 +262,10 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
             w.add(body, f"{barrier[name]} = tracer.barrier(2)")
         _collect_lists(w, body, trace, schedule, points, save=not session)
         for plan in trace.invokes:
-            _invoke(w, body, plan, graph, schedule, names, barrier)
+            if trace.fold is not None:
+                _folded_invoke(w, body, plan, trace, graph, schedule, names)
+            else:
+                _invoke(w, body, plan, graph, schedule, names, barrier)
     depth -= 1 if grads else 0
     for plan in trace.invokes:
         for nid in plan.collect:
@@ -240,13 +300,65 @@ def _prefix_trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedu
     w.add(depth + 1, f"with tracer.invoke(**prompts[{scope!r}]):")
     w.add(depth + 2, f"for {block} in range({reuse.depth}):")
     w.add(depth + 3, f"{prefix}.append({blocks}.output.clone())  # (example, position, hidden)")
-    layer, group = names.name(("loop", "layer"), "layer"), names.name(("group", scope), "group")
+    layer = names.name(("loop", "layer"), "layer")
+    if trace.fold is not None:
+        rows = _fold_rows(names, scope, "layer")
+        w.add(depth, f"for {layer}, {rows.rows}, {rows.example}, {rows.position} in "
+                     f"{_fold_groups(names, scope)}:  # one trace per layer, its points "
+                     "folded into rows")
+        skip = (f"for {block} in range({layer}):  # the points change nothing before their "
+                "layer", f"    {blocks}.skip({prefix}[{block}][{rows.example}])  # a copy per row")
+        w.add(depth + 1, f"with model.trace({kwargs}) as tracer:  # scope: {trace.scope.id}{note}")
+        _folded_invoke(w, depth + 2, plan, trace, graph, schedule, names, skip)
+        return
+    group = names.name(("group", scope), "group")
     w.add(depth, f"for {layer}, {group} in itertools.groupby(points[{scope!r}], "
                  "key=lambda point: point[0]):  # one trace per layer")
     w.add(depth + 1, f"with model.trace({kwargs}) as tracer:  # scope: {trace.scope.id}{note}")
     skip = (f"for {block} in range({layer}):  # the point changes nothing before its layer",
             f"    {blocks}.skip({prefix}[{block}].clone())  # a copy: the point may edit it")
     _invoke(w, depth + 2, plan, graph, schedule, names, {}, (group, skip))
+
+
+def _fold_points(w: _Writer, depth: int, trace: TracePlan, names: Namespace) -> None:
+    """The per-row indices of a folded invoke (nnrun.fastpath), before the session."""
+    scope = trace.invokes[0].binding.scope
+    rows = _fold_rows(names, scope, "points")
+    alone = trace.prefix is not None   # a trace per layer: each group a batch of its own
+    whole = "" if alone else f"({rows.rows}, {rows.example}, {rows.position}), "
+    w.add(depth, f"{whole}{_fold_groups(names, scope)} = fold_points(points[{scope!r}], rows, "
+                 f"by_layer={trace.fold.by_layer}{', each_alone=True' if alone else ''})"
+                 f"{'[1]' if alone else ''}  # scope {scope}: (row,) each, a copy of the chunk "
+                 "per point")
+
+
+def _folded_invoke(w: _Writer, depth: int, plan: InvokePlan, trace: TracePlan, graph: Graph,
+                   schedule: Schedule, names: Namespace, skip: tuple[str, ...] = ()) -> None:
+    """A foreach invoke whose points are rows of one batch (nnrun.fastpath): its prompts are
+    copied per point; looping over layers (without prefix reuse), the statements at the looped
+    layer run once per layer, on that layer's rows, the others after them on every row."""
+    b = plan.binding
+    rows = _fold_rows(names, b.scope, "layer" if trace.prefix is not None else "points")
+    w.add(depth, f"with tracer.invoke(**{{key: ids[{rows.example}] for key, ids in "
+                 f"prompts[{b.scope!r}].items()}}):  # scope: {b.scope}, its points "
+                 "folded into rows")
+    depth += 1
+    for line in skip:
+        w.add(depth, line)
+    every = plan.all_stmts
+    looped = [i for i, (_, s) in enumerate(every) if trace.fold.by_layer and trace.prefix is None
+              and looped_layer(s.access)]
+    if looped:
+        per = _fold_rows(names, b.scope, "layer")
+        layer = names.name(("loop", "layer"), "layer")
+        w.add(depth, f"for {layer}, {per.rows}, {per.example}, {per.position} in "
+                     f"{_fold_groups(names, b.scope)}:  "
+                     "# the statements at the looped layer, on its points' rows")
+        for i in looped:
+            _statement(w, depth + 1, plan, i, every, graph, schedule, names, folded=True)
+    for i in range(len(every)):
+        if i not in looped:
+            _statement(w, depth, plan, i, every, graph, schedule, names, folded=True)
 
 
 def _stacked(plan: InvokePlan, nid: str, points: str) -> str:
@@ -314,31 +426,39 @@ def _invoke(w: _Writer, depth: int, plan: InvokePlan, graph: Graph, schedule: Sc
 
 
 def _statement(w: _Writer, at: int, plan: InvokePlan, i: int, every: list, graph: Graph,
-               schedule: Schedule, names: Namespace) -> None:
-    """Statement `i` of the invoke, then (after a node's last one) its save or collection."""
+               schedule: Schedule, names: Namespace, folded: bool = False) -> None:
+    """Statement `i` of the invoke, then (after a node's last one) its save or collection;
+    `folded`: the value has a row per point and example, collected point by point."""
     var = lambda nid: names.name(("node", nid), nid)  # noqa: E731
     nid, stmt = every[i]
     loops = plan.loops(nid)
-    w.add(at, _annotated(stmt.code, nid, graph, var(nid), loops), nid)
+    w.add(at, _annotated(stmt.code, nid, graph, var(nid), loops, folded), nid)
     last = all(n != nid for n, _ in every[i + 1:])
     if nid in schedule.saves and not loops and last:
         w.add(at, f"{var(nid)}.save()", nid)
     if loops and nid in plan.collect and last:
         points = names.name(("points", nid), f"{var(nid)}_points")
-        w.add(at, f"{points}.append({var(nid)})", nid)
+        if folded:
+            w.add(at, f"{points}.extend({var(nid)}.unflatten(0, (-1, len(rows))).unbind(0))"
+                      "  # point by point", nid)
+        else:
+            w.add(at, f"{points}.append({var(nid)})", nid)
 
 
-def _axes(graph: Graph, nid: str, point: bool = False) -> str:
+def _axes(graph: Graph, nid: str, point: bool = False, folded: bool = False) -> str:
     axes = graph.point_axes.get(nid, ()) if point else graph.axes.get(nid, ())
+    if folded:  # a row per point and example
+        axes = tuple("row" if a == "example" else a for a in axes)
     return "(" + ", ".join(axes) + ")"
 
 
-def _annotated(code: str, node_id: str, graph: Graph, name: str, point: bool = False) -> str:
+def _annotated(code: str, node_id: str, graph: Graph, name: str, point: bool = False,
+               folded: bool = False) -> str:
     """Every generated line names its node; the line that produces the node's value also
     names its axes (nanoGPT style: the shape of every tensor line)."""
     if "#" in code:
         return code
-    axes = f" {_axes(graph, node_id, point)}" if code.startswith(f"{name} = ") else ""
+    axes = f" {_axes(graph, node_id, point, folded)}" if code.startswith(f"{name} = ") else ""
     return f"{code}  # node: {node_id}{axes}"
 
 

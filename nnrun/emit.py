@@ -24,7 +24,7 @@ from nnrun.sites import python_ref, resolve, site_of
 # Names the program itself uses: the arguments, the parts of `data`, loop variables.
 PROGRAM_NAMES = ("model", "data", "values", "torch", "tracer", "run", "finish", "decode_ids",
                  "rows", "prompts", "points", "index", "mask", "tokens", "backend", "given",
-                 "PASSES", "itertools")
+                 "PASSES", "itertools", "fold_points")
 LOOP_NAMES = (*LOOPS, "step")  # claimed first, so they keep their own names
 MAX_PROGRAM_LINES = 20_000
 
@@ -63,14 +63,28 @@ class SiteRef:
         return self.raw + self.view
 
 
+@dataclass(frozen=True)
+class FoldRows:
+    """A folded foreach (nnrun.fastpath): its points are rows of one batch, and a statement
+    indexes them with per-row tensors, each (row,): `rows`, the batch rows it applies to;
+    `example`, the example of the chunk each of those rows is a copy of; `position`, the
+    position of its point (the `position` loop variable, per row)."""
+
+    rows: str
+    example: str
+    position: str
+
+
 @dataclass
 class EmitContext:
-    """What a node's `emit()` may ask for while its code is generated."""
+    """What a node's `emit()` may ask for while its code is generated. With `fold` set, the
+    node is emitted for a folded invoke: `select` and `target` index rows, not examples."""
 
     graph: Graph
     binding: Binding
     node_id: str
     names: Namespace
+    fold: FoldRows | None = None
 
     @property
     def node(self):
@@ -88,6 +102,8 @@ class EmitContext:
         return self.names.name(("part", self.node_id, base), base)
 
     def loop(self, variable: str) -> str:
+        if self.fold is not None and variable == "position":
+            return self.fold.position
         return self.names.name(("loop", variable), variable)
 
     def _source(self, port: str, i: int = 0):
@@ -102,6 +118,13 @@ class EmitContext:
 
     def in_axes(self, port: str) -> tuple[str, ...]:
         return self.graph.source_axes(self.node_id, self._source(port).id)
+
+    def outside(self, port: str) -> bool:
+        """The value reaching `port` is computed outside this node's invoke (in another
+        trace, after the model, or in an earlier pass): one row per example, not per point."""
+        own = self.graph.invoke_of(self.node.scope)
+        theirs = self.graph.invoke_of(self._source(port).scope)
+        return theirs is None or own is None or theirs.id != own.id
 
     @staticmethod
     def literal(value) -> str:
@@ -168,11 +191,16 @@ class EmitContext:
             parts.pop()
         return "".join(f", {part}" for part in parts)
 
-    def select(self, code: str, position, after=(), trailing: int = 1) -> str:
+    def select(self, code: str, position, after=(), trailing: int = 1,
+               outside: bool = False) -> str:
         """`code` (example, position, ...) read at this node's position(s), per example, then
         at `after` (index specs of the axes that follow position); `trailing`: how many axes
-        remain after the position (they broadcast the mask of ragged prompts)."""
+        remain after the position (they broadcast the mask of ragged prompts). `outside`:
+        `code` is a value from outside the invoke (see `outside()`), not the model's tensor;
+        it matters in a folded invoke only, where the model's tensor has a row per point."""
         more = self._after(after)
+        if self.fold is not None:
+            return self._select_rows(code, position, more, trailing, outside)
         if loop_var(position):
             return f"{code}[:, {self.loop(loop_var(position))}{more}]"
         where = self.binding.positions[self.node_id]
@@ -187,10 +215,29 @@ class EmitContext:
         return (f"torch.where({present}, {code}[rows.unsqueeze(-1), index[{key}]{more}], "
                 "torch.nan)")
 
+    def _select_rows(self, code: str, position, more: str, trailing: int,
+                     outside: bool) -> str:
+        """`select` in a folded invoke: every index is per row (rows of the model's tensor, or
+        the examples they copy in a value from outside), so positions pair with rows."""
+        rows, example = (self.fold.example if outside else self.fold.rows), self.fold.example
+        if loop_var(position):
+            return f"{code}[{rows}, {self.loop(loop_var(position))}{more}]"
+        where = self.binding.positions[self.node_id]
+        key = repr(self.node_id)
+        if where.kind == "slice":
+            return f"{code}[{rows}, index[{key}]{more}]"
+        if where.kind == "row":
+            return f"{code}[{rows}, index[{key}][{example}]{more}]"
+        present = f"mask[{key}][{example}]" + ".unsqueeze(-1)" * trailing
+        return (f"torch.where({present}, {code}[{rows}.unsqueeze(-1), "
+                f"index[{key}][{example}]{more}], torch.nan)")
+
     def target(self, code: str, position, after=()) -> str:
         """The assignment target writing `code` at this node's position(s) (and `after`, as in
         `select`), per example: one indexing, so that the write lands in the model's tensor."""
         more = self._after(after)
+        if self.fold is not None:
+            return self._target_rows(code, position, more)
         if loop_var(position):
             return f"{code}[:, {self.loop(loop_var(position))}{more}]"
         where = self.binding.positions[self.node_id]
@@ -198,6 +245,16 @@ class EmitContext:
         return {"slice": f"{code}[:, index[{key}]{more}]",
                 "row": f"{code}[rows, index[{key}]{more}]",
                 "ragged": f"{code}[:, :{more}]" if more else f"{code}[:]"}[where.kind]
+
+    def _target_rows(self, code: str, position, more: str) -> str:
+        rows, example = self.fold.rows, self.fold.example
+        if loop_var(position):
+            return f"{code}[{rows}, {self.loop(loop_var(position))}{more}]"
+        where = self.binding.positions[self.node_id]
+        key = repr(self.node_id)
+        return {"slice": f"{code}[{rows}, index[{key}]{more}]",
+                "row": f"{code}[{rows}, index[{key}][{example}]{more}]",
+                "ragged": f"{code}[{rows}, :{more}]"}[where.kind]
 
     def layer_index_into(self, port: str, layer_code: str | None) -> str:
         """Index of `layer_code` (a literal or the foreach variable) in the input's stacked

@@ -11,7 +11,12 @@ the experiment's values are.
   layer in which every point skips the blocks before its layer and takes their cached output
   (nnsight's `envoy.skip`; in a batched trace every invoke skips the same blocks, which is why
   the points are grouped by layer). Over all layers this removes about half of the blocks'
-  work.
+  work. It is taken when the blocks it saves outweigh the cost of a trace per layer.
+* **Folded points.** A foreach over `position` (and `layer`) whose points differ only in where
+  they write runs as one invoke over the stacked rows (a copy of the chunk per point) instead
+  of one nnsight invoke per point: each statement indexes its rows with per-row tensors (for
+  each layer: the rows of the points at that layer, and their positions), so a sweep costs
+  one batched forward pass plus one indexed write per layer, whatever its number of points.
 
 Invariant: a fast path is taken only when the plain form would give the same numbers; the
 conditions are checked here, statically, from the statements' model accesses. `fast_paths:
@@ -32,6 +37,20 @@ if TYPE_CHECKING:
 # A prefix run costs one forward pass of the chunk; reuse it only when the points skip at least
 # this many forward passes' worth of blocks in all (layers summed over points / layers).
 MIN_SAVED_PASSES = 2
+# ... and when the work it saves outweighs a trace per layer (plus the prefix run's): a trace
+# costs about as much as this many floating-point operations of the blocks (measured with
+# benchmarks/bench_floor.py on a CPU: about 2 ms of nnsight per trace against block work at
+# ~50 GFLOP/s; see RESULTS.md). On a tiny model prefix reuse would be slower than the fold.
+TRACE_COST_FLOPS = 1e8
+
+
+@dataclass(frozen=True)
+class FoldPoints:
+    """How a foreach invoke's points become rows of one batch (`by_layer`: its loop is over
+    `layer` and `position`; its rows are grouped by layer, and the statements at the looped
+    layer run once per layer group, on that group's rows)."""
+
+    by_layer: bool
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,54 @@ def prefix_reuse(trace: TracePlan, graph: Graph) -> PrefixReuse | None:
     layers = [int(point[0]) for point in b.points]
     if any(layer < 0 for layer in layers) or sum(layers) < MIN_SAVED_PASSES * info.n_layers:
         return None
+    traces = len(set(layers)) + 1
+    if _block_flops(graph, b) * sum(layers) < traces * TRACE_COST_FLOPS:
+        return None
     return PrefixReuse(block, max(layers))
+
+
+def _block_flops(graph: Graph, b) -> float:
+    """Floating-point operations of one block over one point's rows of a chunk: about 24·d²
+    per token (the attention and MLP matrices, 12·d² weights, two operations each)."""
+    examples = len(b.prompts)
+    if isinstance(graph.spec.batch_size, int):
+        examples = min(examples, graph.spec.batch_size)
+    return 24.0 * graph.info.hidden_size ** 2 * max(b.lengths, default=1) * examples
+
+
+def fold_points(trace: TracePlan, graph: Graph, foldable) -> FoldPoints | None:
+    """The fold of the trace's foreach invoke, or None when it would not be exact: one invoke
+    looping over `position` (or `layer` then `position`), no generation, gradients or barriers,
+    every node in it `foldable(node_id)` (its emit indexes rows, see NodeType.foldable), every
+    value it hands on has the example axis first (one row per example and point), and, looping
+    over `layer`, every model access is at the looped block or after the last block (the
+    statements at the looped block run in a loop over layers, the others after it)."""
+    info = graph.info
+    if info is None or info.family is None or trace.scope.kind != "trace" \
+            or len(trace.invokes) != 1 or trace.barriers:
+        return None
+    plan = trace.invokes[0]
+    b = plan.binding
+    if b.loop_vars not in (("position",), ("layer", "position")) or len(b.points) < 2 \
+            or plan.step is not None or plan.backward is not None or plan.after \
+            or _needs_grad(plan, graph):
+        return None
+    nodes = list(dict.fromkeys(nid for nid, _ in plan.stmts))
+    if any(s.access is None for _, s in plan.stmts) or not all(map(foldable, nodes)):
+        return None
+    if any(graph.point_axes.get(nid, ())[:1] != ("example",) for nid in plan.collect):
+        return None
+    by_layer = b.loop_vars[0] == "layer"
+    if by_layer and trace.prefix is None:
+        block, _ = resolve("layer_output", info.family)
+        if not all(_after_prefix(s.access, block, graph) for _, s in plan.stmts):
+            return None
+    return FoldPoints(by_layer)
+
+
+def looped_layer(access) -> bool:
+    """The access is at the foreach's layer (its module path still holds `{layer}`)."""
+    return "{layer}" in access.module
 
 
 def _needs_grad(plan: InvokePlan, graph: Graph) -> bool:

@@ -104,9 +104,13 @@ def _trace_form(trace) -> str:
     """How a trace runs per chunk, fast paths included (nnrun.fastpath)."""
     n = sum(len(p.binding.points) for p in trace.invokes)
     logits = "; logits of the last position only" if trace.last_logits else ""
+    folded = "one invoke whose rows are the points (folded)"
     if trace.prefix is None:
+        if trace.fold is not None:
+            return f"{n} points per chunk: {folded}, one batched forward pass{logits}"
         return f"{n} invoke(s) per chunk in one batched forward pass{logits}"
     layers = len({point[0] for point in trace.invokes[0].binding.points})
-    return (f"{n} invoke(s) per chunk: a prefix run of blocks 0..{trace.prefix.depth - 1}, then "
-            f"one forward pass per layer ({layers}) whose points reuse the blocks before their "
-            f"layer{logits}")
+    per_layer = folded if trace.fold is not None else "one invoke per point"
+    return (f"{n} points per chunk: a prefix run of blocks 0..{trace.prefix.depth - 1}, then "
+            f"one forward pass per layer ({layers}) of {per_layer}, reusing the blocks before "
+            f"their layer{logits}")

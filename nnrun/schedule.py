@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 from nnrun.bind import Binding, InvokeBinding
 from nnrun.errors import CompileError, Issue, raise_if_issues
-from nnrun.fastpath import PrefixReuse, keeps_last_logits, prefix_reuse
+from nnrun.fastpath import (
+    FoldPoints,
+    PrefixReuse,
+    fold_points,
+    keeps_last_logits,
+    looped_layer,
+    prefix_reuse,
+)
 from nnrun.graph import Graph
 from nnrun.nodes.base import Stmt
 from nnrun.passes import PassPlan, assign_passes, phases, split_passes
@@ -61,6 +68,7 @@ class TracePlan:
     barriers: list[str] = field(default_factory=list)
     last_logits: bool = False            # fast path: unembed the last position only
     prefix: PrefixReuse | None = None    # fast path: reuse the unedited run's first blocks
+    fold: FoldPoints | None = None       # fast path: the foreach's points as rows of one invoke
 
 
 @dataclass
@@ -84,9 +92,13 @@ class Schedule:
     passes: list[PassPlan] = field(default_factory=list)    # one, unless the model uses statistics
 
 
-def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True) -> Schedule:
-    """Build the schedule. `emit(node_id) -> list[Stmt]` comes from codegen (it knows names);
-    `fast` takes the fast paths (nnrun.fastpath) where they give the same numbers.
+def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True,
+                  foldable=lambda node_id: False) -> Schedule:
+    """Build the schedule. `emit(node_id, fold=None) -> list[Stmt]` comes from codegen (it
+    knows names; `fold`: "points" or "layer" emits the node for a folded invoke, indexing the
+    rows of all its points or of one layer's; `foldable(node_id)` says whether it can, see
+    NodeType.foldable); `fast` takes the fast paths (nnrun.fastpath) where they give the same
+    numbers.
 
     Raises:
         CompileError: out-of-order accesses, cross-invoke flows nnsight cannot express.
@@ -109,10 +121,10 @@ def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True) -> Sc
     for plan in plans.values():
         issues += _order_invoke(plan, graph)
     issues += _cross_invoke(graph, traces)
+    _mark_collections(graph, plans)
     if fast and not issues:
         for trace in traces:
-            trace.last_logits = keeps_last_logits(trace, graph)
-            trace.prefix = prefix_reuse(trace, graph)
+            _fast_paths(trace, graph, emit, foldable)
     phase, phase_issues = phases(graph)
     pass_of, pass_issues = assign_passes(graph, phase) if not phase_issues else ({}, [])
     issues += phase_issues + pass_issues + _post_feeds_model(graph, phase)
@@ -133,7 +145,6 @@ def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True) -> Sc
     leaving = {src for n in graph.nodes.values() if _is_post(graph, n.id) or n.type.is_sink
                for src in n.sources}
     saves = {nid for nid in leaving if graph.invoke_of(graph.nodes[nid].scope) is not None}
-    _mark_collections(graph, plans)
     preambles = sorted({graph.nodes[n].type.preamble for n in graph.order
                         if graph.nodes[n].type.preamble})
     reducers = [nid for nid in graph.order if phase[nid] == "reduce"]
@@ -141,6 +152,34 @@ def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True) -> Sc
                         final_inputs, final_returns, phase)
     schedule.passes = split_passes(graph, schedule, pass_of)
     return schedule
+
+
+def _fast_paths(trace: TracePlan, graph: Graph, emit, foldable) -> None:
+    """Decide the trace's fast paths; a folded invoke gets its statements emitted again, per
+    row, in the same order (each node's statements correspond one to one)."""
+    trace.last_logits = keeps_last_logits(trace, graph)
+    trace.prefix = prefix_reuse(trace, graph)
+    fold = fold_points(trace, graph, foldable)
+    if fold is None:
+        return
+    plan = trace.invokes[0]
+    folded: dict[str, list[Stmt]] = {}
+    for nid in dict.fromkeys(n for n, _ in plan.stmts):
+        looped = any(looped_layer(s.access) for n, s in plan.stmts if n == nid)
+        # a trace per layer (prefix reuse): every statement on its layer's rows; one trace:
+        # those at the looped layer on its layer's rows, the others on every point's rows
+        per_layer = trace.prefix is not None or (fold.by_layer and looped)
+        folded[nid] = emit(nid, fold="layer" if per_layer else "points")
+    if not _same_accesses(plan.stmts, folded):
+        return
+    plan.stmts = [(nid, folded[nid].pop(0)) for nid, _ in plan.stmts]
+    trace.fold = fold
+
+
+def _same_accesses(stmts, folded: dict[str, list[Stmt]]) -> bool:
+    """Each node's folded statements touch the model where its plain ones did."""
+    return all([s.access for n, s in stmts if n == nid] == [s.access for s in folded[nid]]
+               for nid in folded)
 
 
 def _is_post(graph: Graph, node_id: str) -> bool:

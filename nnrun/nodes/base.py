@@ -155,6 +155,12 @@ class NodeType:
         """Python statements computing this node's value into `ctx.out` (or performing a write)."""
         raise NotImplementedError(f"{self.op} emits no code")
 
+    def foldable(self, params: Any, ctx: EmitContext) -> bool:
+        """Whether `emit` under a folded context (`ctx.fold`, nnrun.fastpath) gives code for
+        every point of a foreach at once: its indexing goes through `ctx.select`/`ctx.target`,
+        per row. False (the default) keeps one invoke per point, which is always right."""
+        return False
+
     def definitions(self, params: Any, ctx: DefineContext) -> list[str]:
         """Top-level code this node needs before `run()` that depends on its params (the shared
         helpers of a type go in `preamble`): blocks placed after the preambles, in node order,

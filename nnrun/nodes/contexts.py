@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # annotations only: this module stays importable without the 
     from pathlib import Path
 
     from nnrun.bind import Binding
-    from nnrun.emit import SiteRef
+    from nnrun.emit import FoldRows, SiteRef
     from nnrun.graph import Graph, Node
     from nnrun.model_info import ModelInfo
     from nnrun.outputs import RunDir
@@ -41,6 +41,7 @@ class EmitContext(Protocol):
     graph: Graph
     binding: Binding
     node_id: str
+    fold: FoldRows | None        # set when emitting for a folded invoke (nnrun.fastpath)
 
     @property
     def node(self) -> Node: ...
@@ -67,6 +68,9 @@ class EmitContext(Protocol):
     def in_axes(self, port: str) -> Axes:
         """The axes of the value feeding `port`, as this node receives it."""
 
+    def outside(self, port: str) -> bool:
+        """Whether the value feeding `port` comes from outside this node's invoke."""
+
     def literal(self, value: Any) -> str:
         """A number as Python source (non-finite floats included)."""
 
@@ -88,8 +92,10 @@ class EmitContext(Protocol):
     def index(self, spec: Any) -> str:
         """One index expression along an axis (`all`, an int or a loop variable)."""
 
-    def select(self, code: str, position: Any, after: Any = (), trailing: int = 1) -> str:
-        """`code` read at this node's position(s), per example."""
+    def select(self, code: str, position: Any, after: Any = (), trailing: int = 1,
+               outside: bool = False) -> str:
+        """`code` read at this node's position(s), per example (per row when folded; then
+        `outside` says `code` is a value from outside the invoke)."""
 
     def target(self, code: str, position: Any, after: Any = ()) -> str:
         """The assignment target writing `code` at this node's position(s), per example."""

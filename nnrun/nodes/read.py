@@ -40,6 +40,9 @@ class Read(NodeType):
     def out_axes(self, p, in_axes, ctx):
         return point_axes(p)
 
+    def foldable(self, p, ctx):
+        return not ctx.stacks_layers(p.layer)   # one statement per point: indexed per row
+
     def emit(self, p, ctx):
         check_keys_aligned(p, ctx)
         after, kept = after_position(p), remaining_after_position(p)

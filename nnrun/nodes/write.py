@@ -68,6 +68,14 @@ class Write(NodeType):
             _check_value_axes(p, in_axes["value"])
         return ()
 
+    def foldable(self, p, ctx):
+        """Per row: a write at the foreach position of a constant, of a value without an
+        example axis (a steering vector), or patched there from another run."""
+        if loop_var(p.position) != "position" or p.constant is not None:
+            return loop_var(p.position) == "position"
+        axes = ctx.in_axes("value")
+        return ctx.outside("value") and ("example" not in axes or p.mode == "patch")
+
     def emit(self, p, ctx):
         stmts = []
         for ref in ctx.site_refs(p.site, p.layer, p.at):
@@ -106,7 +114,7 @@ def _picked(p, ctx, source: str, axes: tuple[str, ...]) -> tuple[str, tuple[str,
     if p.mode == "patch" and p.position != "all" and "position" in axes:
         kept = tuple(spec if a in axes else None for a, spec in zip(site_axes(p.site)[2:], after))
         left = tuple(a for a in left if a != "position")
-        return ctx.select(source, p.position, kept, len(left) - 1), left
+        return ctx.select(source, p.position, kept, len(left) - 1, outside=True), left
     index = [ctx.index(head.get(axis)) for axis in axes]
     while index and index[-1] == ":":
         index.pop()

@@ -18,17 +18,33 @@ from nnrun.run import execute
 
 CLEAN = "the eiffel tower is in the city of"
 CORRUPT = "the colosseum tower is in the city of"
+# Three examples of one token count: folded rows must pair each point with every example.
+CLEANS = [CLEAN, "the louvre tower is in the city of", "a big red dog sat on the mat"]
+CORRUPTS = [CORRUPT, "the kremlin tower is in the city of", "a small blue cat sat on the mat"]
+
+
+@pytest.fixture
+def prefix_always(monkeypatch):
+    """Prefix reuse whenever it is exact, however little it saves (tiny models)."""
+    monkeypatch.setattr("nnrun.fastpath.TRACE_COST_FLOPS", 0.0)
+
+
+@pytest.fixture
+def prefix_never(monkeypatch):
+    monkeypatch.setattr("nnrun.fastpath.TRACE_COST_FLOPS", float("inf"))
 
 
 def sweep(model: str, site: str = "layer_output", foreach=None, extra_nodes=(),
-          logits_position="last") -> dict:
+          logits_position="last", examples: int = 1) -> dict:
     """Patch the clean run's `site` into the corrupt run at every point of `foreach`."""
     foreach = foreach or {"layer": "all", "position": "all"}
     head = {"head": "{head}"} if "head" in foreach else {}
+    clean, corrupt = (CLEAN, CORRUPT) if examples == 1 else (CLEANS[:examples],
+                                                             CORRUPTS[:examples])
     graph = {
-        "scopes": [{"id": "clean_run", "kind": "trace", "input": CLEAN},
+        "scopes": [{"id": "clean_run", "kind": "trace", "input": clean},
                    {"id": "patched", "kind": "trace"},
-                   {"id": "point", "kind": "invoke", "parent": "patched", "input": CORRUPT,
+                   {"id": "point", "kind": "invoke", "parent": "patched", "input": corrupt,
                     "foreach": foreach}],
         "nodes": [{"id": "clean", "op": "read", "site": site, "layer": "all",
                    "scope": "clean_run"},
@@ -53,18 +69,97 @@ def both(config: dict):
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama", "tiny-neox"])
 @pytest.mark.parametrize("site", ["layer_output", "layer_input", "attention_output",
                                   "mlp_output"])
-def test_prefix_reuse_equals_the_plain_program(model, site):
-    fast, plain = both(sweep(model, site))
+def test_prefix_reuse_equals_the_plain_program(model, site, prefix_always):
+    fast, plain = both(sweep(model, site, examples=3))
     trace = fast.program.schedule.traces[-1]
-    assert trace.prefix is not None and trace.last_logits
+    assert trace.prefix is not None and trace.last_logits and trace.fold is not None
     assert "skip(" in fast.program.source and "skip(" not in plain.program.source
     lm = load_model(fast.model)
     got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
-    assert got.shape == want.shape
+    assert got.shape == want.shape == (2, 8, 3, 67)   # layer, position, example, vocab
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-def test_prefix_reuse_of_heads_equals_the_plain_program():
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama", "tiny-neox"])
+@pytest.mark.parametrize("site", ["layer_output", "layer_input", "attention_output",
+                                  "mlp_output"])
+def test_folded_points_equal_the_plain_program(model, site, prefix_never):
+    """Without prefix reuse: one invoke of every point's rows, one indexed write per layer."""
+    fast, plain = both(sweep(model, site, examples=3))
+    trace = fast.program.schedule.traces[-1]
+    assert trace.prefix is None and trace.fold is not None and trace.fold.by_layer
+    assert fast.program.source.count("tracer.invoke(") == 2   # clean run + the folded points
+    lm = load_model(fast.model)
+    got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
+    assert got.shape == want.shape == (2, 8, 3, 67)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_folded_points_over_positions_only(prefix_never):
+    config = _with_layer(sweep("tiny-gpt2", "layer_input", {"position": "all"}, examples=3), 1)
+    fast, plain = both(config | {"batch_size": 2})   # chunks of 2 examples and of 1
+    trace = fast.program.schedule.traces[-1]
+    assert trace.fold is not None and not trace.fold.by_layer
+    lm = load_model(fast.model)
+    got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
+    assert got.shape == (8, 3, 67)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def _with_layer(config: dict, layer: int) -> dict:
+    for node in config["graph"]["nodes"]:
+        if node["id"] == "patch":
+            node["layer"] = layer
+    return config
+
+
+@pytest.mark.parametrize("prefix", ["prefix_always", "prefix_never"])
+def test_folded_points_read_the_patched_layer_and_steer(prefix, request):
+    """A read at the looped layer and position (collected per point), a steering vector added
+    at the looped position (no example axis) and a zero-ablation there, folded or not."""
+    request.getfixturevalue(prefix)
+    nodes = [{"id": "after", "op": "read", "site": "layer_output", "layer": "{layer}",
+              "position": "{position}", "scope": "point"},
+             {"id": "vector", "op": "read", "site": "layer_output", "layer": 0,
+              "position": -1, "scope": "vector_run"},
+             {"id": "mean_vector", "op": "mean", "axis": "example"},
+             {"id": "steer", "op": "write", "site": "mlp_output", "layer": "{layer}",
+              "position": "{position}", "mode": "add", "coefficient": 2.0, "scope": "point"},
+             {"id": "ablate", "op": "write", "site": "attention_output", "layer": "{layer}",
+              "position": "{position}", "constant": 0.0, "scope": "point"},
+             {"id": "save_after", "op": "save"}]
+    config = sweep("tiny-gpt2", "layer_input", extra_nodes=nodes, examples=3)
+    config["graph"]["scopes"].insert(0, {"id": "vector_run", "kind": "trace", "input": CLEANS})
+    config["graph"]["edges"] += [{"src": "after", "dst": "save_after"},
+                                 {"src": "vector", "dst": "mean_vector"},
+                                 {"src": "mean_vector", "dst": "steer.value"}]
+    fast, plain = both(config)
+    assert fast.program.schedule.traces[-1].fold is not None
+    lm = load_model(fast.model)
+    got, want = execute(fast, lm), execute(plain, lm)
+    for name in ("logits", "after"):
+        assert got[name].shape == want[name].shape
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-5)
+
+
+def test_no_fold_when_a_point_writes_a_value_computed_in_the_point():
+    own = {"id": "own", "op": "read", "site": "layer_input", "layer": 0, "position": "all",
+           "scope": "point"}
+    config = _with_layer(sweep("tiny-gpt2", "layer_output", {"position": "all"},
+                               extra_nodes=[own]), 1)
+    config["graph"]["edges"] = [{"src": "own", "dst": "patch.value"},
+                                {"src": "logits", "dst": "out"}]
+    config["graph"]["nodes"] = [n for n in config["graph"]["nodes"] if n["id"] != "clean"]
+    assert compile_program(config).program.schedule.traces[-1].fold is None
+
+
+def test_no_fold_over_heads():
+    config = sweep("tiny-gpt2", "attention_heads", {"layer": "all", "head": "all",
+                                                    "position": "all"})
+    assert compile_program(config).program.schedule.traces[-1].fold is None
+
+
+def test_prefix_reuse_of_heads_equals_the_plain_program(prefix_always):
     fast, plain = both(sweep("tiny-gpt2", "attention_heads",
                              {"layer": "all", "head": "all", "position": "all"}))
     assert fast.program.schedule.traces[-1].prefix is not None
@@ -95,22 +190,29 @@ def _fast_flags(config: dict) -> tuple[bool, bool]:
     return trace.prefix is not None, trace.last_logits
 
 
-def test_no_prefix_reuse_when_the_point_edits_an_earlier_block():
+def test_prefix_reuse_is_left_out_where_traces_cost_more_than_it_saves():
+    """A tiny model and one prompt: a trace per layer would cost more than the blocks saved;
+    the points are folded into one invoke instead."""
+    trace = compile_program(sweep("tiny-gpt2")).program.schedule.traces[-1]
+    assert trace.prefix is None and trace.fold is not None
+
+
+def test_no_prefix_reuse_when_the_point_edits_an_earlier_block(prefix_always):
     ablate = {"id": "ablate", "op": "write", "site": "mlp_output", "layer": 0, "constant": 0.0,
               "scope": "point"}
     assert _fast_flags(sweep("tiny-gpt2", extra_nodes=[ablate])) == (False, True)
 
 
-def test_no_prefix_reuse_when_layer_is_not_the_outer_loop():
+def test_no_prefix_reuse_when_layer_is_not_the_outer_loop(prefix_always):
     config = sweep("tiny-gpt2", foreach={"position": "all", "layer": "all"})
     assert _fast_flags(config) == (False, True)
 
 
-def test_all_logits_are_computed_when_a_read_needs_every_position():
+def test_all_logits_are_computed_when_a_read_needs_every_position(prefix_always):
     assert _fast_flags(sweep("tiny-gpt2", logits_position="all")) == (True, False)
 
 
-def test_no_prefix_reuse_when_the_sweep_skips_too_little():
+def test_no_prefix_reuse_when_the_sweep_skips_too_little(prefix_always):
     # one position at layer 1 of 2: the prefix run would cost more than the blocks it skips
     config = sweep("tiny-gpt2", foreach={"layer": [1], "position": [-1]})
     assert _fast_flags(config) == (False, True)
