@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 
 from nnrun import __version__
-from nnrun.bind import Binding
+from nnrun.bind import Binding, InvokeBinding
 from nnrun.emit import (
     LOOP_NAMES,
     MAX_PROGRAM_LINES,
@@ -89,7 +89,7 @@ def generate(graph: Graph, binding: Binding, source_name: str = "",
     def emit(nid: str, fold: str | None = None):
         scope = graph.invoke_of(graph.nodes[nid].scope)
         at = ctx[nid] if fold is None else \
-            replace(ctx[nid], fold=_fold_rows(names, scope.id, fold))
+            replace(ctx[nid], fold=_fold_rows(names, binding.invokes[scope.id], fold))
         return graph.nodes[nid].type.emit(graph.nodes[nid].params, at)
 
     def foldable(nid: str) -> bool:
@@ -122,12 +122,19 @@ def generate(graph: Graph, binding: Binding, source_name: str = "",
     return Program("\n".join(w.lines) + "\n", w.line_map, schedule)
 
 
-def _fold_rows(names: Namespace, scope: str, kind: str) -> FoldRows:
+def _fold_rows(names: Namespace, b: InvokeBinding, kind: str) -> FoldRows:
     """The per-row index names of a folded invoke: of all its points' rows (`points`), or of
     one layer's points (`layer`: in the loop over layers)."""
     base = "fold" if kind == "points" else "layer"
-    return FoldRows(*(names.name(("fold", scope, kind, part), f"{base}_{part}")
-                      for part in ("rows", "example", "position")))
+    rows, example = (names.name(("fold", b.scope, kind, part), f"{base}_{part}")
+                     for part in ("rows", "example"))
+    loops = tuple((v, names.name(("fold", b.scope, kind, v), f"{base}_{v}"))
+                  for v in b.loop_vars if v != "layer")
+    return FoldRows(rows, example, loops)
+
+
+def _unpacked(rows: FoldRows) -> str:
+    return ", ".join((rows.rows, rows.example, *(name for _, name in rows.loops)))
 
 
 def _fold_groups(names: Namespace, scope: str) -> str:
@@ -139,21 +146,23 @@ def _fold_groups(names: Namespace, scope: str) -> str:
 FOLD_POINTS = '''
 def fold_points(points, rows, by_layer, each_alone=False):
     """A foreach's points as the rows of one batch: a copy of the chunk per point, point after
-    point (row = point * len(rows) + example). Returns (rows, example, position) of the whole
-    batch and, per layer when `by_layer` (a point's first value; else one group of them all),
-    (layer, rows, example, position) of its points, every index a (row,) tensor; with
-    `each_alone`, each group is a batch of its own (its rows counted from 0)."""
+    point (row = point * len(rows) + example). Returns (rows, example, *values) of the whole
+    batch, with the value of every loop variable after `layer` per row, and, per layer when
+    `by_layer` (a point's first value; else one group of them all), (layer, rows, example,
+    *values) of its points: every index a (row,) tensor. With `each_alone`, each group is a
+    batch of its own (its rows counted from 0)."""
     n, device = len(rows), rows.device
     at = torch.arange(len(points) * n, device=device)  # (row,)
     example = rows.repeat(len(points))  # (row,) the example each row is a copy of
-    position = torch.tensor([point[-1] for point in points], device=device).repeat_interleave(n)  # (row,)
+    values = [torch.tensor([point[i] for point in points], device=device).repeat_interleave(n)  # (row,)
+              for i in range(1 if by_layer else 0, len(points[0]))]
     groups, start = [], 0
     for layer, group in itertools.groupby(points, key=lambda point: point[0] if by_layer else None):
         stop = start + len(list(group)) * n
         own = at[:stop - start] if each_alone else at[start:stop]
-        groups.append((layer, own, example[start:stop], position[start:stop]))
+        groups.append((layer, own, example[start:stop], *(v[start:stop] for v in values)))
         start = stop
-    return (at, example, position), groups
+    return (at, example, *values), groups
 '''
 
 
@@ -302,10 +311,9 @@ def _prefix_trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedu
     w.add(depth + 3, f"{prefix}.append({blocks}.output.clone())  # (example, position, hidden)")
     layer = names.name(("loop", "layer"), "layer")
     if trace.fold is not None:
-        rows = _fold_rows(names, scope, "layer")
-        w.add(depth, f"for {layer}, {rows.rows}, {rows.example}, {rows.position} in "
-                     f"{_fold_groups(names, scope)}:  # one trace per layer, its points "
-                     "folded into rows")
+        rows = _fold_rows(names, plan.binding, "layer")
+        w.add(depth, f"for {layer}, {_unpacked(rows)} in {_fold_groups(names, scope)}:  "
+                     "# one trace per layer, its points folded into rows")
         skip = (f"for {block} in range({layer}):  # the points change nothing before their "
                 "layer", f"    {blocks}.skip({prefix}[{block}][{rows.example}])  # a copy per row")
         w.add(depth + 1, f"with model.trace({kwargs}) as tracer:  # scope: {trace.scope.id}{note}")
@@ -322,10 +330,10 @@ def _prefix_trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedu
 
 def _fold_points(w: _Writer, depth: int, trace: TracePlan, names: Namespace) -> None:
     """The per-row indices of a folded invoke (nnrun.fastpath), before the session."""
-    scope = trace.invokes[0].binding.scope
-    rows = _fold_rows(names, scope, "points")
+    b = trace.invokes[0].binding
+    scope, rows = b.scope, _fold_rows(names, b, "points")
     alone = trace.prefix is not None   # a trace per layer: each group a batch of its own
-    whole = "" if alone else f"({rows.rows}, {rows.example}, {rows.position}), "
+    whole = "" if alone else f"({_unpacked(rows)}), "
     w.add(depth, f"{whole}{_fold_groups(names, scope)} = fold_points(points[{scope!r}], rows, "
                  f"by_layer={trace.fold.by_layer}{', each_alone=True' if alone else ''})"
                  f"{'[1]' if alone else ''}  # scope {scope}: (row,) each, a copy of the chunk "
@@ -338,7 +346,7 @@ def _folded_invoke(w: _Writer, depth: int, plan: InvokePlan, trace: TracePlan, g
     copied per point; looping over layers (without prefix reuse), the statements at the looped
     layer run once per layer, on that layer's rows, the others after them on every row."""
     b = plan.binding
-    rows = _fold_rows(names, b.scope, "layer" if trace.prefix is not None else "points")
+    rows = _fold_rows(names, b, "layer" if trace.prefix is not None else "points")
     w.add(depth, f"with tracer.invoke(**{{key: ids[{rows.example}] for key, ids in "
                  f"prompts[{b.scope!r}].items()}}):  # scope: {b.scope}, its points "
                  "folded into rows")
@@ -349,10 +357,9 @@ def _folded_invoke(w: _Writer, depth: int, plan: InvokePlan, trace: TracePlan, g
     looped = [i for i, (_, s) in enumerate(every) if trace.fold.by_layer and trace.prefix is None
               and looped_layer(s.access)]
     if looped:
-        per = _fold_rows(names, b.scope, "layer")
+        per = _fold_rows(names, b, "layer")
         layer = names.name(("loop", "layer"), "layer")
-        w.add(depth, f"for {layer}, {per.rows}, {per.example}, {per.position} in "
-                     f"{_fold_groups(names, b.scope)}:  "
+        w.add(depth, f"for {layer}, {_unpacked(per)} in {_fold_groups(names, b.scope)}:  "
                      "# the statements at the looped layer, on its points' rows")
         for i in looped:
             _statement(w, depth + 1, plan, i, every, graph, schedule, names, folded=True)

@@ -67,12 +67,12 @@ class SiteRef:
 class FoldRows:
     """A folded foreach (nnrun.fastpath): its points are rows of one batch, and a statement
     indexes them with per-row tensors, each (row,): `rows`, the batch rows it applies to;
-    `example`, the example of the chunk each of those rows is a copy of; `position`, the
-    position of its point (the `position` loop variable, per row)."""
+    `example`, the example of the chunk each of those rows is a copy of; `loops`, per loop
+    variable other than `layer` (`position`, `head`), the name of its value per row."""
 
     rows: str
     example: str
-    position: str
+    loops: tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -102,9 +102,18 @@ class EmitContext:
         return self.names.name(("part", self.node_id, base), base)
 
     def loop(self, variable: str) -> str:
-        if self.fold is not None and variable == "position":
-            return self.fold.position
+        per_row = dict(self.fold.loops) if self.fold is not None else {}
+        if variable in per_row:
+            return per_row[variable]
         return self.names.name(("loop", variable), variable)
+
+    def example_index(self, outside: bool = False) -> str:
+        """The index along a value's `example` axis: all of it (`:`), or, in a folded
+        invoke, the example of every row (`outside`: a value from outside the invoke, one row
+        per example) or every row (the model's tensor)."""
+        if self.fold is None:
+            return ":"
+        return self.fold.example if outside else self.fold.rows
 
     def _source(self, port: str, i: int = 0):
         return self.graph.nodes[self.node.inputs[port][i]]

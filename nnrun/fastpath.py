@@ -12,8 +12,8 @@ the experiment's values are.
   (nnsight's `envoy.skip`; in a batched trace every invoke skips the same blocks, which is why
   the points are grouped by layer). Over all layers this removes about half of the blocks'
   work. It is taken when the blocks it saves outweigh the cost of a trace per layer.
-* **Folded points.** A foreach over `position` (and `layer`) whose points differ only in where
-  they write runs as one invoke over the stacked rows (a copy of the chunk per point) instead
+* **Folded points.** A foreach over `position` and/or `head` (and `layer`) whose points differ
+  only in where they write runs as one invoke over the stacked rows (a copy of the chunk per point) instead
   of one nnsight invoke per point: each statement indexes its rows with per-row tensors (for
   each layer: the rows of the points at that layer, and their positions), so a sweep costs
   one batched forward pass plus one indexed write per layer, whatever its number of points.
@@ -42,6 +42,8 @@ MIN_SAVED_PASSES = 2
 # benchmarks/bench_floor.py on a CPU: about 2 ms of nnsight per trace against block work at
 # ~50 GFLOP/s; see RESULTS.md). On a tiny model prefix reuse would be slower than the fold.
 TRACE_COST_FLOPS = 1e8
+# Loop variables a folded invoke indexes per row (`layer` picks modules: its points are grouped).
+FOLDED_LOOPS = {"position", "head"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def _block_flops(graph: Graph, b) -> float:
 
 def fold_points(trace: TracePlan, graph: Graph, foldable) -> FoldPoints | None:
     """The fold of the trace's foreach invoke, or None when it would not be exact: one invoke
-    looping over `position` (or `layer` then `position`), no generation, gradients or barriers,
+    looping over `position` and/or `head` (after `layer`, if it loops over layers), no
+    generation, gradients or barriers,
     every node in it `foldable(node_id)` (its emit indexes rows, see NodeType.foldable), every
     value it hands on has the example axis first (one row per example and point), and, looping
     over `layer`, every model access is at the looped block or after the last block (the
@@ -126,7 +129,8 @@ def fold_points(trace: TracePlan, graph: Graph, foldable) -> FoldPoints | None:
         return None
     plan = trace.invokes[0]
     b = plan.binding
-    if b.loop_vars not in (("position",), ("layer", "position")) or len(b.points) < 2 \
+    folded = b.loop_vars[1:] if b.loop_vars[:1] == ("layer",) else b.loop_vars
+    if not folded or not set(folded) <= FOLDED_LOOPS or len(b.points) < 2 \
             or plan.step is not None or plan.backward is not None or plan.after \
             or _needs_grad(plan, graph):
         return None

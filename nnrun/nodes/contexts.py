@@ -89,6 +89,9 @@ class EmitContext(Protocol):
     def module_code(self, site: str) -> str:
         """Code naming a whole module (to call it), e.g. the final norm."""
 
+    def example_index(self, outside: bool = False) -> str:
+        """The index along a value's `example` axis (per row in a folded invoke)."""
+
     def index(self, spec: Any) -> str:
         """One index expression along an axis (`all`, an int or a loop variable)."""
 

@@ -69,12 +69,18 @@ class Write(NodeType):
         return ()
 
     def foldable(self, p, ctx):
-        """Per row: a write at the foreach position of a constant, of a value without an
-        example axis (a steering vector), or patched there from another run."""
-        if loop_var(p.position) != "position" or p.constant is not None:
-            return loop_var(p.position) == "position"
+        """Per row: a write at the foreach's position or head of a constant, of a value
+        without an example axis (a steering vector), or patched there from another run."""
+        looped = loop_var(p.position) or any(loop_var(s) for s in after_position(p))
+        if not looped or p.constant is not None:
+            return bool(looped)
         axes = ctx.in_axes("value")
-        return ctx.outside("value") and ("example" not in axes or p.mode == "patch")
+        if "example" in axes:
+            return ctx.outside("value") and p.mode == "patch"
+        # one value for every row: it broadcasts, unless a looped head picks from it
+        picked = {a for a, spec in zip(site_axes(p.site)[2:], after_position(p))
+                  if loop_var(spec)}
+        return ctx.outside("value") and not picked & set(axes)
 
     def emit(self, p, ctx):
         stmts = []
@@ -115,7 +121,8 @@ def _picked(p, ctx, source: str, axes: tuple[str, ...]) -> tuple[str, tuple[str,
         kept = tuple(spec if a in axes else None for a, spec in zip(site_axes(p.site)[2:], after))
         left = tuple(a for a in left if a != "position")
         return ctx.select(source, p.position, kept, len(left) - 1, outside=True), left
-    index = [ctx.index(head.get(axis)) for axis in axes]
+    index = [ctx.example_index(outside=True) if axis == "example" else ctx.index(head.get(axis))
+             for axis in axes]
     while index and index[-1] == ":":
         index.pop()
     return (f"{source}[{', '.join(index)}]" if index else source), left

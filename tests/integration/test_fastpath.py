@@ -49,7 +49,8 @@ def sweep(model: str, site: str = "layer_output", foreach=None, extra_nodes=(),
         "nodes": [{"id": "clean", "op": "read", "site": site, "layer": "all",
                    "scope": "clean_run"},
                   {"id": "patch", "op": "write", "site": site, "layer": "{layer}",
-                   "position": "{position}", "mode": "patch", "scope": "point", **head},
+                   "position": "{position}" if "position" in foreach else "all",
+                   "mode": "patch", "scope": "point", **head},
                   *extra_nodes,
                   {"id": "logits", "op": "read", "site": "logits", "position": logits_position,
                    "scope": "point"},
@@ -153,9 +154,46 @@ def test_no_fold_when_a_point_writes_a_value_computed_in_the_point():
     assert compile_program(config).program.schedule.traces[-1].fold is None
 
 
-def test_no_fold_over_heads():
-    config = sweep("tiny-gpt2", "attention_heads", {"layer": "all", "head": "all",
-                                                    "position": "all"})
+@pytest.mark.parametrize("prefix", ["prefix_always", "prefix_never"])
+@pytest.mark.parametrize("foreach", [{"layer": "all", "head": "all"},
+                                     {"layer": "all", "head": "all", "position": [2, -1]},
+                                     {"head": "all", "position": "all"}])
+def test_folded_heads_equal_the_plain_program(foreach, prefix, request):
+    """Per-head patching folded: the head (and position) of every row as index tensors."""
+    request.getfixturevalue(prefix)
+    config = sweep("tiny-gpt2", "attention_heads", foreach, examples=3)
+    if "layer" not in foreach:
+        config = _with_layer(config, 1)
+    fast, plain = both(config)
+    assert fast.program.schedule.traces[-1].fold is not None
+    lm = load_model(fast.model)
+    got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
+    assert got.shape == want.shape and got.shape[-2:] == (3, 67)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_a_dataset_value_a_looped_head_picks_from_is_not_folded():
+    """Mean ablation per head: the value has no example axis but a head axis the loop picks
+    from; per row that would put the rows after the positions, so the points stay invokes."""
+    config = sweep("tiny-gpt2", "attention_heads", {"layer": "all", "head": "all"}, examples=3)
+    patch = next(n for n in config["graph"]["nodes"] if n["id"] == "patch")
+    patch["mode"] = "replace"
+    config["graph"]["nodes"].append({"id": "mean", "op": "mean", "axis": "example"})
+    config["graph"]["scopes"].insert(0, {"id": "reference", "kind": "trace", "input": CLEANS})
+    next(n for n in config["graph"]["nodes"] if n["id"] == "clean")["scope"] = "reference"
+    config["graph"]["edges"] = [{"src": "clean", "dst": "mean"},
+                                {"src": "mean", "dst": "patch.value"},
+                                {"src": "logits", "dst": "out"}]
+    fast, plain = both(config)
+    assert fast.program.schedule.traces[-1].fold is None
+    lm = load_model(fast.model)
+    torch.testing.assert_close(execute(fast, lm)["logits"], execute(plain, lm)["logits"],
+                               rtol=0, atol=1e-5)
+
+
+def test_no_fold_in_generation():
+    config = _with_layer(sweep("tiny-gpt2", "layer_output", {"position": "all"}), 1)
+    config["graph"]["scopes"][1] = {"id": "patched", "kind": "generate", "max_new_tokens": 2}
     assert compile_program(config).program.schedule.traces[-1].fold is None
 
 
