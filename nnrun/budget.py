@@ -102,7 +102,7 @@ def estimate(compiled) -> MemoryEstimate:
     return MemoryEstimate(
         weights=graph.info.n_params * itemsize,
         forward=compiled.batch_size * forward_bytes_per_example(
-            binding, graph.info, itemsize, forward_rows(schedule)),
+            binding, graph.info, itemsize, forward_rows(schedule, compiled.max_points)),
         kept=kept, running=running, streamed=streamed)
 
 

@@ -64,26 +64,44 @@ def encoded(ids, pad_id: int, device: Any = "cpu") -> dict[str, Any]:
     return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 
 
-def forward_rows(schedule) -> int:
+def forward_rows(schedule, max_points: int | None = None) -> int:
     """Batch rows one example adds to the program's largest forward pass: the traces run one
     after another, each with a row per invoke and foreach point; a prefix reuse (nnrun.fastpath)
-    runs one layer's points at a time (plus its prefix run: one row)."""
+    runs one layer's points at a time (plus its prefix run: one row); a folded invoke at most
+    `max_points` points at a time."""
     def rows(trace) -> int:
         if trace.prefix is not None:   # the points of one layer at a time
-            return max(Counter(point[0] for point in trace.invokes[0].binding.points).values())
-        return sum(len(p.binding.points) for p in trace.invokes)
+            n = max(Counter(point[0] for point in trace.invokes[0].binding.points).values())
+        else:
+            n = sum(len(p.binding.points) for p in trace.invokes)
+        return min(n, max_points) if trace.fold is not None and max_points else n
     return max((rows(t) for t in schedule.traces), default=1)
 
 
+def max_points_per_forward(schedule, binding: Binding, info, itemsize: int, batch_size: int,
+                           budget: int = ROW_BUDGET_BYTES) -> int | None:
+    """How many points of a folded invoke (nnrun.fastpath) one forward pass takes, when all of
+    them at once would exceed the activation `budget` even for a chunk of `batch_size`
+    examples (a huge grid: chunks cannot shrink below one example); None when they fit."""
+    if not any(t.fold is not None for t in schedule.traces):
+        return None
+    per_row = forward_bytes_per_example(binding, info, itemsize, rows=1)
+    cap = max(1, budget // (per_row * max(batch_size, 1)))
+    return cap if cap < forward_rows(schedule) else None
+
+
 def chunk_data(binding: Binding, start: int, stop: int, device: Any = "cpu",
-               backend: dict[str, Any] | None = None) -> dict[str, Any]:
+               backend: dict[str, Any] | None = None,
+               max_points: int | None = None) -> dict[str, Any]:
     """The `data` argument of `run(model, data)` for examples `start:stop`, with its tensors on
     the model's `device` (index and token tensors meet activations there). `backend` holds the
-    keyword arguments of the outermost nnsight context (`remote=...`; empty for a local run)."""
+    keyword arguments of the outermost nnsight context (`remote=...`; empty for a local run);
+    `max_points` the points of a folded invoke per forward pass (`max_points_per_forward`)."""
     import torch
 
     data: dict[str, Any] = {"rows": torch.arange(stop - start), "prompts": {}, "points": {},
-                            "index": {}, "mask": {}, "tokens": {}, "backend": backend or {}}
+                            "index": {}, "mask": {}, "tokens": {}, "backend": backend or {},
+                            "max_points": max_points}
     for scope, b in binding.invokes.items():
         data["prompts"][scope] = encoded(b.ids[start:stop], binding.pad_id,
                                          "cpu" if str(device) == "meta" else device)

@@ -141,28 +141,43 @@ def _fold_groups(names: Namespace, scope: str) -> str:
     return names.name(("fold", scope, "groups"), "fold_groups")
 
 
+def _fold_pieces(names: Namespace, scope: str) -> str:
+    return names.name(("fold", scope, "pieces"), "fold_pieces")
+
+
 # The per-row indices of folded invokes are computed before the session: a remote backend runs
 # the session's code elsewhere, where functions of this module are not defined.
 FOLD_POINTS = '''
-def fold_points(points, rows, by_layer, each_alone=False):
-    """A foreach's points as the rows of one batch: a copy of the chunk per point, point after
-    point (row = point * len(rows) + example). Returns (rows, example, *values) of the whole
-    batch, with the value of every loop variable after `layer` per row, and, per layer when
-    `by_layer` (a point's first value; else one group of them all), (layer, rows, example,
-    *values) of its points: every index a (row,) tensor. With `each_alone`, each group is a
-    batch of its own (its rows counted from 0)."""
+def fold_points(points, rows, by_layer, max_points=None, each_alone=False):
+    """A foreach's points as the rows of batches: a copy of the chunk per point, point after
+    point (row = point * len(rows) + example), at most `max_points` points per batch (None: one
+    batch; with `each_alone`, a batch per layer). Per batch: (rows, example, *values), with
+    the value of every loop variable after `layer` per row, and per layer when `by_layer` (a
+    point's first value; else one group of them all) (layer, rows, example, *values) of its
+    points; every index a (row,) tensor, rows counted from the batch's first."""
     n, device = len(rows), rows.device
-    at = torch.arange(len(points) * n, device=device)  # (row,)
-    example = rows.repeat(len(points))  # (row,) the example each row is a copy of
-    values = [torch.tensor([point[i] for point in points], device=device).repeat_interleave(n)  # (row,)
-              for i in range(1 if by_layer else 0, len(points[0]))]
-    groups, start = [], 0
-    for layer, group in itertools.groupby(points, key=lambda point: point[0] if by_layer else None):
-        stop = start + len(list(group)) * n
-        own = at[:stop - start] if each_alone else at[start:stop]
-        groups.append((layer, own, example[start:stop], *(v[start:stop] for v in values)))
-        start = stop
-    return (at, example, *values), groups
+    first = 1 if by_layer else 0
+    key = (lambda point: point[0]) if by_layer else (lambda point: None)
+    cap = max_points or len(points)
+    if each_alone:   # a piece never spans two layers
+        runs = [list(group) for _, group in itertools.groupby(points, key=key)]
+    else:
+        runs = [points]
+    pieces = []
+    for run in runs:
+        for start in range(0, len(run), cap):
+            part = run[start:start + cap]
+            at = torch.arange(len(part) * n, device=device)  # (row,)
+            example = rows.repeat(len(part))  # (row,) the example each row is a copy of
+            values = [torch.tensor([point[i] for point in part], device=device).repeat_interleave(n)  # (row,)
+                      for i in range(first, len(part[0]))]
+            groups, begin = [], 0
+            for layer, group in itertools.groupby(part, key=key):
+                end = begin + len(list(group)) * n
+                groups.append((layer, at[begin:end], example[begin:end], *(v[begin:end] for v in values)))
+                begin = end
+            pieces.append(((at, example, *values), groups))
+    return pieces
 '''
 
 
@@ -257,6 +272,15 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
     if trace.prefix is not None:  # always in a session: the lists need no save()
         _collect_lists(w, depth, trace, schedule, points, save=False)
         _prefix_trace(w, depth, trace, graph, schedule, names, kwargs, note)
+    elif trace.fold is not None:  # a trace per piece of points, in a session
+        _collect_lists(w, depth, trace, schedule, points, save=False)
+        plan = trace.invokes[0]
+        rows = _fold_rows(names, plan.binding, "points")
+        w.add(depth, f"for ({_unpacked(rows)}), {_fold_groups(names, plan.binding.scope)} in "
+                     f"{_fold_pieces(names, plan.binding.scope)}:  # one forward pass per "
+                     "piece of the points (all of them, unless memory is short)")
+        w.add(depth + 1, f"with model.trace({kwargs}) as tracer:  # scope: {s.id}{note}")
+        _folded_invoke(w, depth + 2, plan, trace, graph, schedule, names)
     else:
         if s.kind == "generate":
             n = s.max_new_tokens
@@ -271,10 +295,7 @@ def _trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Sch
             w.add(body, f"{barrier[name]} = tracer.barrier(2)")
         _collect_lists(w, body, trace, schedule, points, save=not session)
         for plan in trace.invokes:
-            if trace.fold is not None:
-                _folded_invoke(w, body, plan, trace, graph, schedule, names)
-            else:
-                _invoke(w, body, plan, graph, schedule, names, barrier)
+            _invoke(w, body, plan, graph, schedule, names, barrier)
     depth -= 1 if grads else 0
     for plan in trace.invokes:
         for nid in plan.collect:
@@ -312,8 +333,9 @@ def _prefix_trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedu
     layer = names.name(("loop", "layer"), "layer")
     if trace.fold is not None:
         rows = _fold_rows(names, plan.binding, "layer")
-        w.add(depth, f"for {layer}, {_unpacked(rows)} in {_fold_groups(names, scope)}:  "
-                     "# one trace per layer, its points folded into rows")
+        w.add(depth, f"for _, [({layer}, {_unpacked(rows)})] in "
+                     f"{_fold_pieces(names, scope)}:  # one trace per layer (or per piece of its "
+                     "points when memory is short), its points folded into rows")
         skip = (f"for {block} in range({layer}):  # the points change nothing before their "
                 "layer", f"    {blocks}.skip({prefix}[{block}][{rows.example}])  # a copy per row")
         w.add(depth + 1, f"with model.trace({kwargs}) as tracer:  # scope: {trace.scope.id}{note}")
@@ -331,13 +353,11 @@ def _prefix_trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedu
 def _fold_points(w: _Writer, depth: int, trace: TracePlan, names: Namespace) -> None:
     """The per-row indices of a folded invoke (nnrun.fastpath), before the session."""
     b = trace.invokes[0].binding
-    scope, rows = b.scope, _fold_rows(names, b, "points")
     alone = trace.prefix is not None   # a trace per layer: each group a batch of its own
-    whole = "" if alone else f"({_unpacked(rows)}), "
-    w.add(depth, f"{whole}{_fold_groups(names, scope)} = fold_points(points[{scope!r}], rows, "
-                 f"by_layer={trace.fold.by_layer}{', each_alone=True' if alone else ''})"
-                 f"{'[1]' if alone else ''}  # scope {scope}: (row,) each, a copy of the chunk "
-                 "per point")
+    w.add(depth, f"{_fold_pieces(names, b.scope)} = fold_points(points[{b.scope!r}], rows, "
+                 f"by_layer={trace.fold.by_layer}, max_points=data['max_points']"
+                 f"{', each_alone=True' if alone else ''})  # scope {b.scope}: (row,) indices "
+                 "of batches of its points")
 
 
 def _folded_invoke(w: _Writer, depth: int, plan: InvokePlan, trace: TracePlan, graph: Graph,

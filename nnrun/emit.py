@@ -24,7 +24,7 @@ from nnrun.sites import python_ref, resolve, site_of
 # Names the program itself uses: the arguments, the parts of `data`, loop variables.
 PROGRAM_NAMES = ("model", "data", "values", "torch", "tracer", "run", "finish", "decode_ids",
                  "rows", "prompts", "points", "index", "mask", "tokens", "backend", "given",
-                 "PASSES", "itertools", "fold_points")
+                 "PASSES", "itertools", "fold_points", "_")
 LOOP_NAMES = (*LOOPS, "step")  # claimed first, so they keep their own names
 MAX_PROGRAM_LINES = 20_000
 

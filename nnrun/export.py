@@ -25,6 +25,7 @@ DEVICE = {device!r}
 ATTENTION = {attention!r}  # attention kernel as nnrun ran it (None: transformers' default, SDPA)
 DATA_FILE = {data_file!r}  # the examples, beside this script (JSON)
 BATCH_SIZE = {batch_size!r}  # examples per chunk
+MAX_POINTS = {max_points!r}  # points of a folded foreach per forward pass (None: all at once)
 EXAMPLE_DIM = {example_dim!r}  # per-chunk value -> its example dimension
 REDUCERS = {reducers!r}  # node -> (input node, statistic) over the examples
 SAVES = {saves!r}  # save node -> the node whose value it writes
@@ -58,6 +59,7 @@ def chunk(data, start, stop):
             "points": {{k: [tuple(p) for p in v] for k, v in data["points"].items()}},
             "index": index, "mask": {{k: rows(v) for k, v in data["mask"].items()}},
             "tokens": {{k: rows(v) for k, v in data["tokens"].items()}},
+            "max_points": MAX_POINTS,
             "backend": {{}}}}  # e.g. {{"remote": True}} to run on NDIF (set NDIF_API_KEY)
 
 
@@ -154,6 +156,7 @@ def export_script(compiled, path: Path, seed: int = 0) -> Path:
         model=resolve_path(spec), revision=spec.revision, dtype=spec.dtype, device=spec.device,
         attention=load_argument(spec),
         data_file=data_file.name, batch_size=compiled.batch_size, example_dim=example_dim,
+        max_points=compiled.max_points,
         reducers=reducers, saves=saves, seed=seed)
     atomic_write_text(path, text)
     return path

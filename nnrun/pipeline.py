@@ -43,6 +43,7 @@ class Compiled:
     dataset: Any = None          # the checked examples (None: the one implicit example)
     memory: Any = None           # nnrun.budget.MemoryEstimate of a run
     memory_budget: int | None = None  # bytes it must fit in (None: no check)
+    max_points: int | None = None  # points of a folded invoke per forward pass (None: all)
 
 
 def model_spec(config: dict[str, Any]) -> ModelSpec:
@@ -131,6 +132,7 @@ def compile_program(config: dict[str, Any], source: Path | None = None) -> Compi
                                     source.name if source else "",
                                     fast=bool(config.get("fast_paths", True)))
         compiled.batch_size = _batch_size(compiled)
+        compiled.max_points = _max_points(compiled)
         fit_budget(compiled, config)
     return compiled
 
@@ -173,6 +175,14 @@ def _batch_size(compiled: Compiled) -> int:
     return auto_batch_size(compiled.binding, compiled.graph.info,
                            dtype_bytes(compiled.model.dtype),
                            rows=forward_rows(compiled.program.schedule))
+
+
+def _max_points(compiled: Compiled) -> int | None:
+    from nnrun.chunks import dtype_bytes, max_points_per_forward
+
+    return max_points_per_forward(compiled.program.schedule, compiled.binding,
+                                  compiled.graph.info, dtype_bytes(compiled.model.dtype),
+                                  compiled.batch_size)
 
 
 @contextmanager

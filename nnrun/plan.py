@@ -43,7 +43,8 @@ def plan_report(compiled) -> str:
         path = materialize(compiled.program)
         lazy, values = ScanModel(load_lazy(compiled.model)), {}
         for run, _, given in import_program(path).PASSES:
-            data = chunk_data(binding, *chunks[0], device="meta")
+            data = chunk_data(binding, *chunks[0], device="meta",
+                              max_points=compiled.max_points)
             data["given"] = {nid: _fake(compiled, nid) for nid in given}   # earlier passes'
             values.update(call_program(compiled.program, path, run, lazy, data,
                                        graph=compiled.graph))

@@ -92,7 +92,8 @@ def execute(compiled, model, consume: Callable[[dict[str, Any]], None] | None = 
             values = chunk_store.get(n, start, stop, device) if chunk_store else None
             if values is None:
                 data = chunk_data(binding, start, stop, device,
-                                  backend.chunk_kwargs() if backend is not None else None)
+                                  backend.chunk_kwargs() if backend is not None else None,
+                                  compiled.max_points)
                 data["given"] = {nid: _to(dataset_level[nid], device) for nid in given}
                 if seed is not None:
                     torch.manual_seed(chunk_seed(seed, n, start))

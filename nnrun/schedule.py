@@ -141,7 +141,7 @@ def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True,
     final_returns = sorted({src for n in graph.nodes.values() if phase[n.id] == "sink"
                             for src in n.sources if phase[src] == "final"},
                            key=graph.order.index)
-    session = len(traces) > 1 or any(t.prefix for t in traces)
+    session = len(traces) > 1 or any(t.prefix or t.fold for t in traces)
     leaving = {src for n in graph.nodes.values() if _is_post(graph, n.id) or n.type.is_sink
                for src in n.sources}
     saves = {nid for nid in leaving if graph.invoke_of(graph.nodes[nid].scope) is not None}

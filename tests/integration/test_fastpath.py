@@ -191,6 +191,39 @@ def test_a_dataset_value_a_looped_head_picks_from_is_not_folded():
                                rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("prefix", ["prefix_always", "prefix_never"])
+@pytest.mark.parametrize("foreach", [{"layer": "all", "position": "all"},
+                                     {"head": "all", "position": "all"}])
+def test_folded_points_in_pieces_under_a_memory_cap_equal_the_plain_program(foreach, prefix,
+                                                                             request):
+    """When a grid's points at once would not fit, a folded invoke runs them a few at a
+    time (a trace per piece; under prefix reuse, pieces of one layer's points)."""
+    request.getfixturevalue(prefix)
+    site = "attention_heads" if "head" in foreach else "layer_output"
+    config = sweep("tiny-gpt2", site, foreach, examples=3)
+    if "layer" not in foreach:
+        config = _with_layer(config, 1)
+    fast, plain = both(config)
+    fast.max_points = 3   # 16 or 32 points: pieces of 3 (and a last, smaller one)
+    lm = load_model(fast.model)
+    got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_the_memory_cap_splits_only_grids_that_do_not_fit(monkeypatch):
+    from nnrun.chunks import forward_bytes_per_example, max_points_per_forward
+
+    compiled = compile_program(_with_layer(sweep("tiny-gpt2", "layer_output",
+                                                 {"position": "all"}, examples=3), 1))
+    schedule, binding, info = compiled.program.schedule, compiled.binding, compiled.graph.info
+    row = forward_bytes_per_example(binding, info, 4, rows=1)
+    assert compiled.max_points is None   # 8 points of 3 examples fit in 1 GiB
+    assert max_points_per_forward(schedule, binding, info, 4, 3, budget=8 * 3 * row) is None
+    assert max_points_per_forward(schedule, binding, info, 4, 3, budget=5 * 3 * row) == 5
+    assert max_points_per_forward(schedule, binding, info, 4, 3, budget=row) == 1
+
+
 def test_no_fold_in_generation():
     config = _with_layer(sweep("tiny-gpt2", "layer_output", {"position": "all"}), 1)
     config["graph"]["scopes"][1] = {"id": "patched", "kind": "generate", "max_new_tokens": 2}
