@@ -1,7 +1,9 @@
 """Residual-stream patching sweep (every layer x position of one prompt pair): nnrun against the
 raw-forward floor and hand-written references, all measured in one process on the same seeded model.
 
-Run: HF_HUB_OFFLINE=1 python benchmarks/bench_floor.py [--shapes small gpt2] [--positions 16]
+Run: HF_HUB_OFFLINE=1 python benchmarks/bench_floor.py [--shapes tiny small gpt2] [--positions 16]
+                                                       [--sites layer_input attention_output
+                                                        mlp_output heads]
                                                        [--rounds 3] [--out FILE.md]
 
 Cases (round-robin; median seconds; ratios against `floor`):
@@ -17,7 +19,8 @@ Cases (round-robin; median seconds; ratios against `floor`):
 * nnrun_prefix    the fast form with prefix reuse: a prefix run, then one trace per layer
 
 `--memory` instead measures peak RSS of nnrun_plain and nnrun_fast, each in a fresh process
-(`ru_maxrss`), against the process's RSS with the model loaded.
+(`ru_maxrss`), against the process's RSS with the model loaded, for the layer x position grid
+or (`--grid head_position`) every head x position of one layer.
 
 Every case's last-position logits are compared with hooks_batched (max |diff| in the table).
 Shapes: `tiny` the demo model's 4 layers x 128 (vocab 512), `small` 6 layers x 384 (vocab 8192), `gpt2` GPT-2 small's 12 x 768 (vocab 50257); random
@@ -64,16 +67,25 @@ def prompts(n_tokens: int) -> tuple[str, str]:
     return " ".join(clean), " ".join(corrupt)
 
 
-def nnrun_config(path: Path, clean: str, corrupt: str, fast: bool) -> dict:
+SITES = ("layer_input", "attention_output", "mlp_output", "heads")
+
+
+def nnrun_config(path: Path, clean: str, corrupt: str, fast: bool,
+                 site: str = "layer_input") -> dict:
+    """Patch the clean run's `site` into the corrupt run at every layer x position (`heads`:
+    every layer x head, at all positions)."""
+    heads = site == "heads"
+    where = {"site": "attention_heads", "position": "all", "head": "{head}"} if heads else \
+        {"site": site, "position": "{position}"}
     graph = {
         "scopes": [{"id": "clean_run", "kind": "trace", "input": clean},
                    {"id": "patched", "kind": "trace"},
                    {"id": "point", "kind": "invoke", "parent": "patched", "input": corrupt,
-                    "foreach": {"layer": "all", "position": "all"}}],
-        "nodes": [{"id": "clean", "op": "read", "site": "layer_input", "layer": "all",
+                    "foreach": {"layer": "all", "head" if heads else "position": "all"}}],
+        "nodes": [{"id": "clean", "op": "read", "site": where["site"], "layer": "all",
                    "scope": "clean_run"},
-                  {"id": "patch", "op": "write", "site": "layer_input", "layer": "{layer}",
-                   "position": "{position}", "mode": "patch", "scope": "point"},
+                  {"id": "patch", "op": "write", "layer": "{layer}", "mode": "patch",
+                   "scope": "point", **where},
                   {"id": "logits", "op": "read", "site": "logits", "position": "last",
                    "scope": "point"},
                   {"id": "out", "op": "save"}],
@@ -82,19 +94,48 @@ def nnrun_config(path: Path, clean: str, corrupt: str, fast: bool) -> dict:
             "model": {"name": "bench", "path": str(path)}, "memory_budget": None}
 
 
-def references(hf, floor_hf, tok, clean: str, corrupt: str, lm):
-    """The reference cases as functions returning (L*P, vocab) last-position logits."""
+def head_grid_config(path: Path, clean: str, corrupt: str, fast: bool, layer: int) -> dict:
+    """Patch every head x position at one layer: a grid whose outer loop is not `layer`."""
+    config = nnrun_config(path, clean, corrupt, fast, "heads")
+    graph = config["graph"]
+    graph["scopes"][2]["foreach"] = {"head": "all", "position": "all"}
+    graph["nodes"][1].update(layer=layer, position="{position}")
+    return config
+
+
+def site_hooks(block, site: str, n_heads: int):
+    """Plain-hook access to `site` in one block: (module, is a forward-pre hook, get the
+    tensor from the hook's args/output, put a tensor back)."""
+    if site == "layer_input":
+        return block, True, lambda a: a[0], lambda a, x: (x, *a[1:])
+    if site == "heads":
+        return block.attn.c_proj, True, lambda a: a[0], lambda a, x: (x, *a[1:])
+    if site == "attention_output":
+        return block.attn, False, lambda o: o[0], lambda o, x: (x, *o[1:])
+    return block.mlp, False, lambda o: o, lambda o, x: x
+
+
+def references(hf, floor_hf, tok, clean: str, corrupt: str, lm, site: str = "layer_input"):
+    """The reference cases as functions returning (points, vocab) last-position logits."""
     blocks = hf.transformer.h
+    n_heads = hf.config.n_head
     c_ids, x_ids = tok(clean, return_tensors="pt")["input_ids"], \
         tok(corrupt, return_tensors="pt")["input_ids"]
     n_layers, n_pos = len(blocks), x_ids.shape[1]
-    batch = x_ids.repeat(n_layers * n_pos, 1)                    # (L*P, P) row = layer*P + pos
-    at = torch.arange(n_pos)
+    per_layer = n_heads if site == "heads" else n_pos
+    batch = x_ids.repeat(n_layers * per_layer, 1)    # (points, P) row = layer*per_layer + point
+    at = torch.arange(per_layer)
+    access = [site_hooks(b, site, n_heads) for b in blocks]
+
+    def hook(k, fn):
+        module, pre, _, _ = access[k]
+        return module.register_forward_pre_hook(fn) if pre else \
+            module.register_forward_hook(lambda m, a, o: fn(m, o))
 
     def clean_inputs():
         cache = {}
-        hooks = [b.register_forward_pre_hook(lambda m, a, k=k: cache.__setitem__(k, a[0]))
-                 for k, b in enumerate(blocks)]
+        hooks = [hook(k, lambda m, io, k=k: cache.__setitem__(k, access[k][2](io).clone()))
+                 for k in range(n_layers)]
         hf(c_ids)
         for h in hooks:
             h.remove()
@@ -103,19 +144,23 @@ def references(hf, floor_hf, tok, clean: str, corrupt: str, lm):
     @torch.no_grad()
     def floor():
         floor_hf(c_ids)
-        return floor_hf(batch).logits[:, -1]                        # (L*P, vocab)
+        return floor_hf(batch).logits[:, -1]                        # (points, vocab)
 
     @torch.no_grad()
     def hooks_batched():
         cache = clean_inputs()
 
-        def patch(m, args, layer):
-            x = args[0].clone()                                     # (L*P, P, d)
-            rows = layer * n_pos + at
-            x[rows, at] = cache[layer][0, at]
-            return (x, *args[1:])
-        hooks = [b.register_forward_pre_hook(lambda m, a, k=k: patch(m, a, k))
-                 for k, b in enumerate(blocks)]
+        def patch(io, layer):
+            x = access[layer][2](io).clone()                        # (points, P, d)
+            rows = layer * per_layer + at
+            if site == "heads":                                     # row l*H + h: head h
+                heads = x.unflatten(-1, (n_heads, -1))              # (points, P, H, dh)
+                value = cache[layer][0].unflatten(-1, (n_heads, -1))[:, at]  # (P, H, dh)
+                heads[rows, :, at] = value.movedim(1, 0)
+            else:
+                x[rows, at] = cache[layer][0, at]
+            return access[layer][3](io, x)
+        hooks = [hook(k, lambda m, io, k=k: patch(io, k)) for k in range(n_layers)]
         out = hf(batch).logits[:, -1]
         for h in hooks:
             h.remove()
@@ -146,11 +191,14 @@ def references(hf, floor_hf, tok, clean: str, corrupt: str, lm):
                     outs.append(lm.lm_head.output[:, -1].save())
         return torch.cat(outs)
 
+    if site != "layer_input":   # the hand-written nnsight references patch the residual
+        return {"floor": floor, "hooks_batched": hooks_batched}
     return {"floor": floor, "hooks_batched": hooks_batched, "nnsight_batched": nnsight_batched,
             "nnsight_naive": nnsight_naive}
 
 
-def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool) -> list[str]:
+def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool,
+              site: str = "layer_input") -> list[str]:
     from transformers import AutoModelForCausalLM
 
     from nnrun.models import load_model
@@ -159,18 +207,18 @@ def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool) ->
 
     path = build_model(shape, folder)
     clean, corrupt = prompts(n_pos)
-    fast = compile_program(nnrun_config(path, clean, corrupt, True))
-    plain = compile_program(nnrun_config(path, clean, corrupt, False))
+    fast = compile_program(nnrun_config(path, clean, corrupt, True, site))
+    plain = compile_program(nnrun_config(path, clean, corrupt, False, site))
     forms = {}   # the two fast forms, whichever the cost rule picks (fastpath.TRACE_COST_FLOPS)
     for name, cost in (("nnrun_fold", float("inf")), ("nnrun_prefix", 0.0)):
         with _trace_cost(cost):
-            forms[name] = compile_program(nnrun_config(path, clean, corrupt, True))
+            forms[name] = compile_program(nnrun_config(path, clean, corrupt, True, site))
     lm = load_model(fast.model)
     hf, tok = lm._module, lm.tokenizer
     floor_hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa").eval()
-    cases = references(hf, floor_hf, tok, clean, corrupt, lm)
+    cases = references(hf, floor_hf, tok, clean, corrupt, lm, site)
     if not naive:
-        del cases["nnsight_naive"]
+        cases.pop("nnsight_naive", None)
     cases["nnrun_plain"] = lambda: execute(plain, lm)["logits"].flatten(0, 2)
     cases["nnrun_fast"] = lambda: execute(fast, lm)["logits"].flatten(0, 2)
     for name, compiled in forms.items():
@@ -190,8 +238,8 @@ def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool) ->
     base = statistics.median(times["floor"])
     attn = getattr(hf.config, "_attn_implementation", "?")
     lines = [f"\n**{shape}** ({SHAPES[shape]['n_layer']} x {SHAPES[shape]['n_embd']}, vocab "
-             f"{SHAPES[shape]['vocab_size']}), {n_pos} positions = {len(want)} points; nnrun's "
-             f"model attention: {attn}; {rounds} rounds\n",
+             f"{SHAPES[shape]['vocab_size']}), site `{site}`, {n_pos} positions = {len(want)} "
+             f"points; nnrun's model attention: {attn}; {rounds} rounds\n",
              "| case | median s | ratio to floor | max abs diff to hooks_batched |",
              "|---|---:|---:|---:|"]
     for name, values in times.items():
@@ -214,7 +262,7 @@ def _trace_cost(flops: float):
         fastpath.TRACE_COST_FLOPS = saved
 
 
-def memory_child(path: Path, n_pos: int, fast: bool) -> None:
+def memory_child(path: Path, n_pos: int, fast: bool, grid: str) -> None:
     """One peak-RSS measurement, in this (fresh) process: prints JSON."""
     import json
     import resource
@@ -223,14 +271,18 @@ def memory_child(path: Path, n_pos: int, fast: bool) -> None:
     from nnrun.pipeline import compile_program
     from nnrun.run import execute
 
-    compiled = compile_program(nnrun_config(path, *prompts(n_pos), fast))
+    clean, corrupt = prompts(n_pos)
+    config = nnrun_config(path, clean, corrupt, fast) if grid == "layer_position" else \
+        head_grid_config(path, clean, corrupt, fast, layer=1)
+    compiled = compile_program(config)
     lm = load_model(compiled.model)
     loaded = _rss_mb()
     t0 = time.perf_counter()
     execute(compiled, lm)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"loaded_mb": loaded, "peak_mb": peak, "seconds": seconds}))
+    print(json.dumps({"loaded_mb": loaded, "peak_mb": peak, "seconds": seconds,
+                      "max_points": compiled.max_points}))
 
 
 def _rss_mb() -> float:
@@ -240,23 +292,26 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def memory_table(shape: str, n_pos: int, folder: Path) -> list[str]:
+def memory_table(shape: str, n_pos: int, folder: Path, grid: str) -> list[str]:
     import json
     import subprocess
     import sys
 
     path = build_model(shape, folder)
-    lines = [f"\n**peak RSS, {shape}, {n_pos} positions = {SHAPES[shape]['n_layer'] * n_pos} "
+    per_point = SHAPES[shape]["n_layer"] if grid == "layer_position" else SHAPES[shape]["n_head"]
+    lines = [f"\n**peak RSS, {shape}, grid {grid}, {n_pos} positions = {per_point * n_pos} "
              "points** (fresh process per case)\n",
-             "| case | RSS with model loaded (MB) | peak RSS (MB) | peak − loaded (MB) | s |",
-             "|---|---:|---:|---:|---:|"]
+             "| case | RSS with model loaded (MB) | peak RSS (MB) | peak − loaded (MB) | s | "
+             "points per forward pass |",
+             "|---|---:|---:|---:|---:|---:|"]
     for fast in (False, True):
         out = subprocess.run([sys.executable, __file__, "--child", str(path), str(n_pos),
-                              str(int(fast))], capture_output=True, text=True, check=True)
+                              str(int(fast)), grid], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         name = "nnrun_fast" if fast else "nnrun_plain"
         lines.append(f"| {name} | {r['loaded_mb']:.0f} | {r['peak_mb']:.0f} | "
-                     f"{r['peak_mb'] - r['loaded_mb']:.0f} | {r['seconds']:.1f} |")
+                     f"{r['peak_mb'] - r['loaded_mb']:.0f} | {r['seconds']:.1f} | "
+                     f"{r['max_points'] or 'all'} |")
     return lines
 
 
@@ -264,15 +319,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", nargs="+", default=["small", "gpt2"], choices=list(SHAPES))
     ap.add_argument("--positions", nargs="+", type=int, default=[16])
+    ap.add_argument("--sites", nargs="+", default=["layer_input"], choices=SITES,
+                    help="what the sweep patches (heads: every layer x head, all positions)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-naive", action="store_true", help="skip the one-trace-per-point case")
     ap.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     ap.add_argument("--memory", action="store_true", help="peak RSS instead of speed")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--grid", default="layer_position", choices=["layer_position", "head_position"],
+                    help="--memory: the grid swept (head_position: every head x position at "
+                         "layer 1, an outer loop that is not `layer`)")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        memory_child(Path(args.child[0]), int(args.child[1]), args.child[2] == "1")
+        memory_child(Path(args.child[0]), int(args.child[1]), args.child[2] == "1",
+                     args.child[3])
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -280,10 +341,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes:
             for n_pos in args.positions:
-                table = memory_table(shape, n_pos, Path(tmp)) if args.memory else \
-                    run_shape(shape, n_pos, args.rounds, Path(tmp), not args.no_naive)
-                print("\n".join(table), flush=True)
-                lines += table
+                for site in args.sites:
+                    table = memory_table(shape, n_pos, Path(tmp), args.grid) if args.memory else \
+                        run_shape(shape, n_pos, args.rounds, Path(tmp), not args.no_naive, site)
+                    print("\n".join(table), flush=True)
+                    lines += table
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
 

@@ -33,6 +33,9 @@ def plan_report(compiled) -> str:
              f"chunk(s) of up to {compiled.batch_size}; one compiled program serves every chunk"]
     for trace in schedule.traces:
         lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {_trace_form(trace)}")
+        if trace.fold is not None and compiled.max_points:
+            lines.append(f"    at most {compiled.max_points} points per forward pass: all of "
+                         "them at once would exceed the activation budget")
     unscannable = any(n.type.needs_grad or not n.type.scannable
                       for n in compiled.graph.nodes.values())
     if unscannable or any(t.scope.kind == "generate" for t in schedule.traces):
