@@ -13,10 +13,12 @@ the experiment's values are.
   the points are grouped by layer). Over all layers this removes about half of the blocks'
   work. It is taken when the blocks it saves outweigh the cost of a trace per layer.
 * **Folded points.** A foreach over `position` and/or `head` (and `layer`) whose points differ
-  only in where they write runs as one invoke over the stacked rows (a copy of the chunk per point) instead
-  of one nnsight invoke per point: each statement indexes its rows with per-row tensors (for
-  each layer: the rows of the points at that layer, and their positions), so a sweep costs
-  one batched forward pass plus one indexed write per layer, whatever its number of points.
+  only in where they write runs as one invoke over the stacked rows (a copy of the chunk per
+  point) instead of one nnsight invoke per point: each statement indexes its rows with per-row
+  tensors (for each layer: the rows of the points at that layer, their positions and heads), so
+  a sweep costs one batched forward pass plus one indexed write per layer, whatever its number
+  of points. When the points at once would not fit in memory they run a few at a time
+  (`max_points`, from nnrun.chunks), a trace each.
 
 Invariant: a fast path is taken only when the plain form would give the same numbers; the
 conditions are checked here, statically, from the statements' model accesses. `fast_paths:
@@ -48,8 +50,8 @@ FOLDED_LOOPS = {"position", "head"}
 
 @dataclass(frozen=True)
 class FoldPoints:
-    """How a foreach invoke's points become rows of one batch (`by_layer`: its loop is over
-    `layer` and `position`; its rows are grouped by layer, and the statements at the looped
+    """How a foreach invoke's points become rows of one batch (`by_layer`: its first loop
+    variable is `layer`; its rows are grouped by layer, and the statements at the looped
     layer run once per layer group, on that group's rows)."""
 
     by_layer: bool
@@ -118,11 +120,11 @@ def _block_flops(graph: Graph, b) -> float:
 def fold_points(trace: TracePlan, graph: Graph, foldable) -> FoldPoints | None:
     """The fold of the trace's foreach invoke, or None when it would not be exact: one invoke
     looping over `position` and/or `head` (after `layer`, if it loops over layers), no
-    generation, gradients or barriers,
-    every node in it `foldable(node_id)` (its emit indexes rows, see NodeType.foldable), every
-    value it hands on has the example axis first (one row per example and point), and, looping
-    over `layer`, every model access is at the looped block or after the last block (the
-    statements at the looped block run in a loop over layers, the others after it)."""
+    generation, gradients or barriers, every node in it `foldable(node_id)` (its emit indexes
+    rows, see NodeType.foldable), every value it hands on has the example axis first (one row
+    per example and point), and, looping over `layer`, every model access is at the looped
+    block or after the last block (the statements at the looped block run in a loop over
+    layers, the others after it)."""
     info = graph.info
     if info is None or info.family is None or trace.scope.kind != "trace" \
             or len(trace.invokes) != 1 or trace.barriers:
