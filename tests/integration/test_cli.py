@@ -1,4 +1,7 @@
-"""End-to-end: the `nnrun` command writes complete run directories; export reproduces tensors."""
+"""End-to-end: the `nnrun` command writes complete run directories; export reproduces tensors.
+
+The command runs in-process (`nnrun_inprocess.run_nnrun`: the real `nnrun.cli.main` with Hydra);
+only the console script itself and the exported standalone script run as new processes."""
 
 from __future__ import annotations
 
@@ -9,24 +12,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from nnrun_inprocess import run_nnrun
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def nnrun(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=600)
+def nnrun(*args: str, cwd: Path, env: dict | None = None):
+    return run_nnrun(list(args), cwd=cwd, env=env)
 
 
-@pytest.fixture(scope="module")
-def patching_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("cli")
-    proc = nnrun("experiment=patching", f"hydra.run.dir={work / 'run'}", cwd=work)
+def test_the_console_script_runs_an_experiment(tmp_path):
+    """The installed `nnrun` command, in a new process: exit 0, the run directory on stdout, a
+    completed run, no traceback."""
+    script = Path(sys.executable).parent / "nnrun"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NNRUN_EXPERIMENTS", "NNRUN_FULL_ERROR", "HYDRA_FULL_ERROR")}
+    proc = subprocess.run([str(script), "experiment=patching_single",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                          env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr
-    return work, work / "run", proc
+    assert f"run directory: {tmp_path / 'run'}" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "run" / "COMPLETED").is_file()
 
 
 def test_run_directory_is_complete(patching_run):
@@ -64,7 +73,7 @@ def test_export_reproduces_tensors_exactly(patching_run, tmp_path):
     script = tmp_path / "standalone.py"
     proc = nnrun("experiment=patching", "stage=export", f"export_path={script}",
                  f"hydra.run.dir={tmp_path / 'x'}", cwd=work)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
     assert "import nnrun" not in script.read_text() and "from nnrun" not in script.read_text()
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True,
@@ -81,7 +90,7 @@ def test_validate_needs_no_weights_and_user_experiments_are_found(tmp_path):
     shutil.copytree(REPO / "experiments" / "data", tmp_path / "experiments" / "data")
     proc = nnrun("experiment=my_exp", "stage=validate", f"hydra.run.dir={tmp_path / 'v'}",
                  cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
     assert "is valid" in proc.stdout
     assert not (tmp_path / "v" / "COMPLETED").exists()
 
@@ -89,7 +98,7 @@ def test_validate_needs_no_weights_and_user_experiments_are_found(tmp_path):
 def test_plan_reports_shapes(tmp_path):
     proc = nnrun("experiment=patching", "stage=plan", f"hydra.run.dir={tmp_path / 'p'}",
                  cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
     # demo: 4 layers, 9 tokens, 128 examples in the shipped facts dataset
     assert "(layer, position, example) = (4, 9, 128)" in proc.stdout
     assert "no weights loaded" in proc.stdout
@@ -98,7 +107,7 @@ def test_plan_reports_shapes(tmp_path):
 def test_multirun_two_points(tmp_path):
     proc = nnrun("-m", "experiment=patching_single", "params.foil= rome, london",
                  f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
     summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
     assert [j["status"] for j in summary["jobs"]] == ["completed", "completed"]
     runs = [Path(j["run_dir"]) for j in summary["jobs"]]  # named after their overrides
@@ -113,7 +122,7 @@ def test_multirun_two_points(tmp_path):
 def test_runs_from_another_directory_with_llama(tmp_path):
     proc = nnrun("experiment=patching", "model=tiny_llama", "stage=validate",
                  f"hydra.run.dir={tmp_path / 'r'}", cwd=Path("/"))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
 
 
 def test_runtime_failure_names_the_node_and_leaves_no_completed(tmp_path):
@@ -128,7 +137,7 @@ def test_runtime_failure_names_the_node_and_leaves_no_completed(tmp_path):
         "  edges: [{src: resid, dst: pick}, {src: pick, dst: out}]\n")
     run = tmp_path / "run"
     proc = nnrun("experiment=broken", f"hydra.run.dir={run}", cwd=tmp_path)
-    assert proc.returncode == 14, proc.stderr
+    assert proc.code == 14, proc.stderr
     assert "node `pick`" in proc.stderr and "[runtime_error]" in proc.stderr
     assert "experiments/broken.yaml:7: graph.nodes[1] (node pick)" in proc.stderr
     assert "`pick = resid.select(" in proc.stderr  # the program's own failing line, no more

@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 import torch
+from nnrun_inprocess import run_nnrun
 from safetensors import safe_open
 
 from nnrun.demo import corpus
 
 
-def run_experiment(name: str, tmp_path, *overrides: str) -> dict:
-    run = tmp_path / name
-    proc = subprocess.run([sys.executable, "-m", "nnrun", f"experiment={name}", "model=demo",
-                           f"hydra.run.dir={run}", *overrides], cwd=tmp_path,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+def tensors_of(run: Path) -> dict:
     tensors = {}
     for path in (run / "tensors").glob("*.safetensors"):
         with safe_open(path, "pt") as f:
             tensors[path.stem] = f.get_tensor(path.stem)
     return tensors
+
+
+def run_experiment(name: str, tmp_path, *overrides: str) -> dict:
+    """`nnrun experiment=NAME model=demo OVERRIDES` (in-process): its saved tensors."""
+    run = tmp_path / name
+    result = run_nnrun([f"experiment={name}", "model=demo", *overrides], cwd=tmp_path,
+                       run_dir=run)
+    assert result.code == 0, result.explain()
+    return tensors_of(run)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,6 @@ def patching(tmp_path_factory):
 
 
 def test_patching_prompts_are_the_demo_constants():
-    from pathlib import Path
-
     from omegaconf import OmegaConf
 
     params = OmegaConf.load(Path(__file__).parents[2] / "experiments/patching_single.yaml").params
@@ -57,10 +57,10 @@ def test_patching_shows_the_known_picture(patching):
     assert effect[-1, subject].abs() < 0.2 * full         # ... and the subject no longer does
 
 
-def test_dataset_patching_shows_the_picture_on_average(tmp_path):
+def test_dataset_patching_shows_the_picture_on_average(patching_run):
     """Over 128 held-out pairs: per-example effects streamed to disk, the heatmap is their mean,
     and the normalized metric is 1 where the clean run is fully restored."""
-    tensors = run_experiment("patching", tmp_path)
+    tensors = tensors_of(patching_run[1])   # `experiment=patching model=demo`, conftest.py
     effect = tensors["save_effect"]                       # (example, layer, position)
     assert effect.shape == (128, 4, 9)
     assert torch.allclose(tensors["heatmap"], effect.mean(0), atol=1e-5)
