@@ -1,23 +1,20 @@
-"""Model sources: local directories written by save_pretrained, hub ids offline, JSON experiments."""
+"""Model sources: local directories written by save_pretrained, hub ids offline, JSON experiments
+(through the `nnrun` command, in-process: `nnrun_inprocess.run_nnrun`)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from nnrun_inprocess import Result, run_nnrun
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def nnrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+def nnrun(*args: str, cwd: Path) -> Result:
+    return run_nnrun(list(args), cwd=cwd)
 
 
 def test_local_save_pretrained_directory(tmp_path):
@@ -33,7 +30,7 @@ def test_local_save_pretrained_directory(tmp_path):
                  "params.clean=the eiffel tower is in the city of",
                  "params.corrupt=the colosseum tower is in the city of",
                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["model"]["path"] == str(local) and manifest["model"]["config_sha256"]
     assert (manifest["model"]["name"], manifest["model"]["model_type"],
@@ -45,7 +42,7 @@ def test_local_save_pretrained_directory(tmp_path):
 def test_hub_model_offline_is_a_clear_model_error(tmp_path):
     proc = nnrun("experiment=patching", "model=gpt2", "model.path=nnrun-tests/does-not-exist",
                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert proc.returncode == 13, proc.stderr
+    assert proc.code == 13, proc.stderr
     assert "nnrun-tests/does-not-exist" in proc.stderr and "[model_unavailable]" in proc.stderr
     assert "hf download" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -53,12 +50,12 @@ def test_hub_model_offline_is_a_clear_model_error(tmp_path):
 def test_missing_local_directory(tmp_path):
     proc = nnrun("experiment=patching", f"model.path={tmp_path / 'nope'}", "stage=validate",
                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert proc.returncode == 13 and "[model_not_found]" in proc.stderr, proc.stderr
+    assert proc.code == 13 and "[model_not_found]" in proc.stderr, proc.stderr
 
 
 def test_no_experiment_selected(tmp_path):
     proc = nnrun(f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert proc.returncode == 10 and "experiment=patching" in proc.stderr, proc.stderr
+    assert proc.code == 10 and "experiment=patching" in proc.stderr, proc.stderr
 
 
 def test_json_experiment_file(tmp_path):
@@ -72,7 +69,7 @@ def test_json_experiment_file(tmp_path):
     shutil.copytree(REPO / "experiments" / "data", tmp_path / "experiments" / "data")
     proc = nnrun("experiment=as_json", "stage=validate", f"hydra.run.dir={tmp_path / 'run'}",
                  cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.yaml")),
@@ -80,8 +77,6 @@ def test_json_experiment_file(tmp_path):
 def test_every_builtin_experiment_validates(tmp_path, path):
     """On the model it was written for, and its site map on the other families: the tiny models
     have 2 layers, so the only problem an experiment may have there is a layer the demo has."""
-    from nnrun_inprocess import run_nnrun
-
     for model in ("demo", "tiny_gpt2", "tiny_llama"):
         result = run_nnrun([f"experiment={path.stem}", f"model={model}", "stage=validate"],
                            cwd=tmp_path, run_dir=tmp_path / model)
@@ -93,7 +88,7 @@ def test_every_builtin_experiment_validates(tmp_path, path):
 def test_a_run_that_fails_before_the_model_loads_leaves_a_failed_manifest(tmp_path):
     proc = nnrun("experiment=patching_single", "model=tiny_gpt2",  # demo words: not in its vocab
                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert proc.returncode == 10, proc.stderr
+    assert proc.code == 10, proc.stderr
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["error"]["type"] == "ConfigError"
     assert manifest["model"]["name"] == "tiny-gpt2" and manifest["experiment"]["name"]
@@ -105,8 +100,6 @@ def test_a_run_that_fails_before_the_model_loads_leaves_a_failed_manifest(tmp_pa
 def test_every_builtin_experiment_plans(tmp_path, path):
     """`stage=plan` works for every experiment, also those that decode tokens to text (they
     cannot be scanned with fake tensors: their shapes are derived instead)."""
-    from nnrun_inprocess import run_nnrun
-
     result = run_nnrun([f"experiment={path.stem}", "stage=plan", "++data.limit=4"]
                        if "data:" in path.read_text() else
                        [f"experiment={path.stem}", "stage=plan"], cwd=tmp_path,

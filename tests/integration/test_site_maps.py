@@ -152,17 +152,13 @@ def test_legacy_gpt_neox_module_tree_picks_the_embed_out_variant():
 
 def test_builtin_patching_validates_on_tiny_neox(tmp_path):
     """Regression (issue 8): `logits` reads of the built-in experiment failed on a GPT-NeoX."""
-    import subprocess
-    import sys
+    from nnrun_inprocess import run_nnrun
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "nnrun", "experiment=patching", "model=tiny_gpt2",
-         "model.path=builtin:tiny-neox", "model.name=tiny-neox", "model.family=null",
-         "stage=validate", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert "is valid" in proc.stdout
+    result = run_nnrun(["experiment=patching", "model=tiny_gpt2", "model.path=builtin:tiny-neox",
+                        "model.name=tiny-neox", "model.family=null", "stage=validate"],
+                       cwd=tmp_path, run_dir=tmp_path / "run")
+    assert result.code == 0, result.explain()
+    assert "is valid" in result.stdout
 
 
 @pytest.mark.parametrize("model_type", sorted(MODEL_TYPES))
