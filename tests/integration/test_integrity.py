@@ -2,7 +2,10 @@
 experiment files are refused before anything runs and nothing is written outside the outputs;
 runs killed with SIGKILL at any point never leave a directory marked complete; SIGTERM is
 recorded; one run per directory; a re-run starts clean; secrets never reach the disk; `nnrun
-verify` checks the result."""
+verify` checks the result.
+
+Only what needs a process of its own starts one (a kill, SIGTERM, a lock held by another
+process); everything else runs the command in-process (`nnrun_inprocess.run_nnrun`)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from nnrun_inprocess import Result, run_nnrun
 
 from nnrun.verify import INCOMPLETE, OK, verify
 
@@ -35,9 +39,9 @@ def start(cwd: Path, *args: str, checkpoint: str | None = None, **extra: str) ->
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def run(cwd: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env(**extra),
-                          capture_output=True, text=True, timeout=300)
+def run(cwd: Path, *args: str, **extra: str) -> Result:
+    """`nnrun ARGS` in-process (`extra`: environment variables for the run)."""
+    return run_nnrun(list(args), cwd=cwd, env=extra)
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, name: str, timeout: float = 240) -> None:
@@ -99,15 +103,13 @@ def test_hostile_experiment_files_are_refused_and_write_nothing(tmp_path):
     files = hostile_files(work)
     for name, text in files.items():
         (work / "experiments" / f"{name}.yaml").write_text(text)
-    procs = {name: start(work, f"experiment={name}", *(["stage=export"] if name == "escape"
-                                                         else []), HF_TOKEN=FAKE)
-             for name in files}
-    procs["validate"] = start(work, EXPERIMENT, "stage=validate")  # broken files elsewhere
-    results = {name: (p.wait(timeout=300), p.stdout.read(), p.stderr.read())
-               for name, p in procs.items()}
-    code, out, err = results.pop("validate")
-    assert code == 0 and "is valid" in out, err
-    for name, (code, _, err) in results.items():
+    results = {name: run(work, f"experiment={name}", *(["stage=export"] if name == "escape"
+                                                        else []), HF_TOKEN=FAKE)
+               for name in files}
+    valid = run(work, EXPERIMENT, "stage=validate")  # broken files elsewhere
+    assert valid.code == 0 and "is valid" in valid.stdout, valid.stderr
+    for name, result in results.items():
+        code, err = result.code, result.stderr
         assert code == 10, f"{name}: exit {code}\n{err}"
         assert "Traceback" not in err, err
         assert f"experiments/{name}.yaml:" in err, err  # located: file and line
@@ -122,7 +124,7 @@ def test_hostile_experiment_files_are_refused_and_write_nothing(tmp_path):
 def test_unwritable_output_directory_is_exit_15(tmp_path):
     (tmp_path / "file").write_text("x")
     proc = run(tmp_path, EXPERIMENT, f"hydra.run.dir={tmp_path / 'file' / 'run'}")
-    assert proc.returncode == 15, proc.stderr
+    assert proc.code == 15, proc.stderr
     assert "[output_not_writable]" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -164,29 +166,27 @@ def test_killed_runs_never_look_complete_and_a_rerun_starts_clean(tmp_path):
     (again / "tensors" / ".tmp-stale.safetensors").write_text("half")
     proc = run(tmp_path, EXPERIMENT, f"hydra.run.dir={again}", "description=${oc.env:HF_TOKEN}",
                f"+params.note={FAKE}", HF_TOKEN=FAKE)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
     assert not list(again.rglob(".tmp-*"))
     for path in again.rglob("*"):
         if path.is_file():
             assert FAKE.encode() not in path.read_bytes(), path
-    check = subprocess.run([sys.executable, "-m", "nnrun", "verify", str(again)],
-                           capture_output=True, text=True, env=env(), timeout=120)
-    assert check.returncode == 0 and "verified" in check.stdout, check.stdout + check.stderr
+    check = run(tmp_path, "verify", str(again))
+    assert check.code == 0 and "verified" in check.stdout, check.stdout + check.stderr
 
     # tamper with a tensor: verify fails with exit 20
     tensor = next((again / "tensors").glob("*.safetensors"))
     data = bytearray(tensor.read_bytes())
     data[-1] ^= 0x01
     tensor.write_bytes(bytes(data))
-    check = subprocess.run([sys.executable, "-m", "nnrun", "verify", str(again)],
-                           capture_output=True, text=True, env=env(), timeout=120)
-    assert check.returncode == 20 and tensor.name in check.stdout, check.stdout
+    check = run(tmp_path, "verify", str(again))
+    assert check.code == 20 and tensor.name in check.stdout, check.stdout
 
     # a re-run that fails validation removes the old COMPLETED first
     done = tmp_path / "between_completed_and_manifest"
     assert (done / "COMPLETED").exists()
     proc = run(tmp_path, EXPERIMENT, f"hydra.run.dir={done}", "name=../bad")
-    assert proc.returncode == 10 and "[invalid_name]" in proc.stderr, proc.stderr
+    assert proc.code == 10 and "[invalid_name]" in proc.stderr, proc.stderr
     assert not (done / "COMPLETED").exists()
     assert_never_falsely_complete(done)
 
@@ -196,7 +196,7 @@ def test_sigterm_is_recorded_and_a_second_run_into_the_directory_is_refused(tmp_
     first = start(tmp_path, EXPERIMENT, f"hydra.run.dir={target}", checkpoint="started")
     wait_for_checkpoint(first, "started")
     second = run(tmp_path, EXPERIMENT, f"hydra.run.dir={target}")
-    assert second.returncode == 15, second.stderr
+    assert second.code == 15, second.stderr
     assert "[run_dir_locked]" in second.stderr and f"pid {first.pid}" in second.stderr
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=60) == 143
@@ -210,7 +210,7 @@ def test_sigterm_is_recorded_and_a_second_run_into_the_directory_is_refused(tmp_
 @pytest.mark.parametrize("override", ["name=../../outside", """name='a\"\"\"b'"""])
 def test_hostile_name_on_the_command_line_stays_inside_outputs(tmp_path, override):
     proc = run(tmp_path, EXPERIMENT, override, "stage=validate")
-    assert proc.returncode == 10 and "[invalid_name]" in proc.stderr, proc.stderr
+    assert proc.code == 10 and "[invalid_name]" in proc.stderr, proc.stderr
     made = [p.name for p in (tmp_path / "outputs").glob("*/*")]
     assert made and all(name.endswith("_invalid-name") for name in made), made
     assert not (tmp_path.parent / "outside").exists()
