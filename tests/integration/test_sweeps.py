@@ -82,29 +82,22 @@ def test_basic_launcher_isolates_a_failing_job_and_summarize_rebuilds_it(tmp_pat
     assert run_nnrun(["summarize", str(tmp_path)], cwd=tmp_path).code == 22
 
 
-def subprocess_sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    for name in ("NNRUN_FULL_ERROR", "HYDRA_FULL_ERROR", "NNRUN_EXPERIMENTS"):
-        env.pop(name, None)
-    return subprocess.run([sys.executable, "-m", "nnrun", "-m", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 def test_joblib_launcher_isolates_a_failing_job(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess_sweep(tmp_path, "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=1",
-                            *FAST_FAIL, f"hydra.sweep.dir={sweep}")
-    summary = assert_one_failure(sweep, proc.returncode, proc.stderr, SEED)
+    result = run_nnrun(["-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=1",
+                        *FAST_FAIL, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    summary = assert_one_failure(sweep, result.code, result.stderr, SEED)
     launcher = {json.loads((Path(j["run_dir"]) / "manifest.json").read_text())["job"]["launcher"]
                 for j in summary["jobs"]}
     assert launcher == {"JoblibLauncher"}
 
 
 def test_submitit_launcher_isolates_a_failing_job_and_it_really_fails(tmp_path):
+    """The sweep runs in-process; submitit starts each job in a process of its own."""
     sweep = tmp_path / "sweep"
-    proc = subprocess_sweep(tmp_path, "hydra/launcher=local_processes", *FAST_FAIL,
-                            f"hydra.sweep.dir={sweep}")
-    summary = assert_one_failure(sweep, proc.returncode, proc.stderr, SEED)
+    result = run_nnrun(["-m", "hydra/launcher=local_processes", *FAST_FAIL,
+                        f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    summary = assert_one_failure(sweep, result.code, result.stderr, SEED)
     failed = next(j for j in summary["jobs"] if j["status"] == "failed")
     job_id = json.loads((Path(failed["run_dir"]) / "manifest.json").read_text())["job"]["id"]
     log = next((sweep / ".submitit" / job_id).glob("*_log.err")).read_text()
