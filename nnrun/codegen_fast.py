@@ -40,8 +40,8 @@ def _fold_pieces(names: Namespace, scope: str) -> str:
     return names.name(("fold", scope, "pieces"), "fold_pieces")
 
 
-# The per-row indices of folded invokes are computed before the session: a remote backend runs
-# the session's code elsewhere, where functions of this module are not defined.
+# The program calls this helper before its session (fold_points_line): a remote backend runs the
+# session's code elsewhere, where the functions the program module defines do not exist.
 FOLD_POINTS = '''
 def fold_points(points, rows, by_layer, max_points=None, each_alone=False):
     """A foreach's points as the rows of batches: a copy of the chunk per point, point after
@@ -77,7 +77,7 @@ def fold_points(points, rows, by_layer, max_points=None, each_alone=False):
 
 
 def prefix_trace(w: _Writer, depth: int, trace: TracePlan, graph: Graph, schedule: Schedule,
-                  names: Namespace, kwargs: str, note: str) -> None:
+                 names: Namespace, kwargs: str, note: str) -> None:
     """The foreach invoke with prefix reuse (nnrun.fastpath): the prefix run, then one trace
     per layer whose points skip the blocks before their layer (always inside a session)."""
     plan, reuse = trace.invokes[0], trace.prefix
