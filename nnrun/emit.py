@@ -208,62 +208,44 @@ class EmitContext:
         `code` is a value from outside the invoke (see `outside()`), not the model's tensor;
         it matters in a folded invoke only, where the model's tensor has a row per point."""
         more = self._after(after)
-        if self.fold is not None:
-            return self._select_rows(code, position, more, trailing, outside)
+        every, each, per_row = self._rows(outside)
         if loop_var(position):
-            return f"{code}[:, {self.loop(loop_var(position))}{more}]"
+            return f"{code}[{every}, {self.loop(loop_var(position))}{more}]"
         where = self.binding.positions[self.node_id]
         key = repr(self.node_id)
         if where.kind == "slice":
-            return f"{code}[:, index[{key}]{more}]"
+            return f"{code}[{every}, index[{key}]{more}]"
         if where.kind == "row":
-            return f"{code}[rows, index[{key}]{more}]"
+            return f"{code}[{each}, {per_row(f'index[{key}]')}{more}]"
         # Prompts of different lengths: gather each example's own tokens; cells past the end of
         # a shorter prompt become NaN, so no statistic can mistake padding for a token.
-        present = f"mask[{key}]" + ".unsqueeze(-1)" * trailing
-        return (f"torch.where({present}, {code}[rows.unsqueeze(-1), index[{key}]{more}], "
-                "torch.nan)")
-
-    def _select_rows(self, code: str, position, more: str, trailing: int,
-                     outside: bool) -> str:
-        """`select` in a folded invoke: every index is per row (rows of the model's tensor, or
-        the examples they copy in a value from outside), so positions pair with rows."""
-        rows, example = (self.fold.example if outside else self.fold.rows), self.fold.example
-        if loop_var(position):
-            return f"{code}[{rows}, {self.loop(loop_var(position))}{more}]"
-        where = self.binding.positions[self.node_id]
-        key = repr(self.node_id)
-        if where.kind == "slice":
-            return f"{code}[{rows}, index[{key}]{more}]"
-        if where.kind == "row":
-            return f"{code}[{rows}, index[{key}][{example}]{more}]"
-        present = f"mask[{key}][{example}]" + ".unsqueeze(-1)" * trailing
-        return (f"torch.where({present}, {code}[{rows}.unsqueeze(-1), "
-                f"index[{key}][{example}]{more}], torch.nan)")
+        present = per_row(f"mask[{key}]") + ".unsqueeze(-1)" * trailing
+        return (f"torch.where({present}, {code}[{each}.unsqueeze(-1), "
+                f"{per_row(f'index[{key}]')}{more}], torch.nan)")
 
     def target(self, code: str, position, after=()) -> str:
         """The assignment target writing `code` at this node's position(s) (and `after`, as in
         `select`), per example: one indexing, so that the write lands in the model's tensor."""
         more = self._after(after)
-        if self.fold is not None:
-            return self._target_rows(code, position, more)
+        every, each, per_row = self._rows(outside=False)
         if loop_var(position):
-            return f"{code}[:, {self.loop(loop_var(position))}{more}]"
+            return f"{code}[{every}, {self.loop(loop_var(position))}{more}]"
         where = self.binding.positions[self.node_id]
         key = repr(self.node_id)
-        return {"slice": f"{code}[:, index[{key}]{more}]",
-                "row": f"{code}[rows, index[{key}]{more}]",
-                "ragged": f"{code}[:, :{more}]" if more else f"{code}[:]"}[where.kind]
+        ragged = f"{code}[{every}, :{more}]" if more or self.fold else f"{code}[:]"
+        return {"slice": f"{code}[{every}, index[{key}]{more}]",
+                "row": f"{code}[{each}, {per_row(f'index[{key}]')}{more}]",
+                "ragged": ragged}[where.kind]
 
-    def _target_rows(self, code: str, position, more: str) -> str:
-        rows, example = self.fold.rows, self.fold.example
-        if loop_var(position):
-            return f"{code}[{rows}, {self.loop(loop_var(position))}{more}]"
-        where = self.binding.positions[self.node_id]
-        key = repr(self.node_id)
-        return {"slice": f"{code}[{rows}, index[{key}]{more}]",
-                "row": f"{code}[{rows}, index[{key}][{example}]{more}]",
-                "ragged": f"{code}[{rows}, :{more}]"}[where.kind]
+    def _rows(self, outside: bool):
+        """How `select`/`target` index the example axis: (all of it, each row paired with a
+        per-example index, that per-example index made per row). Plainly `:`, `rows` and the
+        index itself; in a folded invoke every one is per row (rows of the model's tensor, or
+        for a value from outside, the examples they copy), so positions pair with rows."""
+        if self.fold is None:
+            return ":", "rows", lambda per_example: per_example
+        rows = self.fold.example if outside else self.fold.rows
+        return rows, rows, lambda per_example: f"{per_example}[{self.fold.example}]"
 
     def layer_index_into(self, port: str, layer_code: str | None) -> str:
         """Index of `layer_code` (a literal or the foreach variable) in the input's stacked
