@@ -85,15 +85,10 @@ def prefix_reuse(trace: TracePlan, graph: Graph) -> PrefixReuse | None:
     """The prefix reuse of the trace's foreach invoke, or None when it would not be exact (or
     would not pay): one invoke looping over `layer` first, no generation, gradients or barriers,
     and every model access at block `layer` or after the last block."""
-    info = graph.info
-    if info is None or info.family is None or trace.scope.kind != "trace" \
-            or len(trace.invokes) != 1 or trace.barriers:
+    info, plan = graph.info, _lone_foreach(trace, graph)
+    if plan is None or plan.binding.loop_vars[0] != "layer":
         return None
-    plan = trace.invokes[0]
     b = plan.binding
-    if not b.loop_vars or b.loop_vars[0] != "layer" or plan.step is not None \
-            or plan.backward is not None or plan.after or _needs_grad(plan, graph):
-        return None
     block, _ = resolve("layer_output", info.family)
     if block.replace("{layer}", "0") in info.tuple_outputs:
         return None   # the cached output is replayed with skip(): a plain tensor only
@@ -125,16 +120,12 @@ def fold_points(trace: TracePlan, graph: Graph, foldable) -> FoldPoints | None:
     per example and point), and, looping over `layer`, every model access is at the looped
     block or after the last block (the statements at the looped block run in a loop over
     layers, the others after it)."""
-    info = graph.info
-    if info is None or info.family is None or trace.scope.kind != "trace" \
-            or len(trace.invokes) != 1 or trace.barriers:
+    info, plan = graph.info, _lone_foreach(trace, graph)
+    if plan is None:
         return None
-    plan = trace.invokes[0]
     b = plan.binding
     folded = b.loop_vars[1:] if b.loop_vars[:1] == ("layer",) else b.loop_vars
-    if not folded or not set(folded) <= FOLDED_LOOPS or len(b.points) < 2 \
-            or plan.step is not None or plan.backward is not None or plan.after \
-            or _needs_grad(plan, graph):
+    if not folded or not set(folded) <= FOLDED_LOOPS or len(b.points) < 2:
         return None
     nodes = list(dict.fromkeys(nid for nid, _ in plan.stmts))
     if any(s.access is None for _, s in plan.stmts) or not all(map(foldable, nodes)):
@@ -152,6 +143,21 @@ def fold_points(trace: TracePlan, graph: Graph, foldable) -> FoldPoints | None:
 def looped_layer(access) -> bool:
     """The access is at the foreach's layer (its module path still holds `{layer}`)."""
     return "{layer}" in access.module
+
+
+def _lone_foreach(trace: TracePlan, graph: Graph) -> InvokePlan | None:
+    """The trace's one invoke when a fast path may change how it runs: a forward pass (not
+    generation) of a single foreach invoke, without barriers, generation steps, a backward
+    pass or gradients, on a model of a known site family."""
+    info = graph.info
+    if info is None or info.family is None or trace.scope.kind != "trace" \
+            or len(trace.invokes) != 1 or trace.barriers:
+        return None
+    plan = trace.invokes[0]
+    if not plan.binding.loop_vars or plan.step is not None or plan.backward is not None \
+            or plan.after or _needs_grad(plan, graph):
+        return None
+    return plan
 
 
 def _needs_grad(plan: InvokePlan, graph: Graph) -> bool:
@@ -172,3 +178,32 @@ def _after_prefix(access, block: str, graph: Graph) -> bool:
         return info.rank(module, access.event) > info.rank(last_block, "output")
     except KeyError:
         return False
+
+
+def take_fast_paths(trace: TracePlan, graph: Graph, emit, foldable) -> None:
+    """Decide the trace's fast paths (in `trace.last_logits`, `.prefix`, `.fold`); a folded
+    invoke gets its statements emitted again, per row, in the same order (each node's
+    statements correspond one to one). `emit` and `foldable` are make_schedule's."""
+    trace.last_logits = keeps_last_logits(trace, graph)
+    trace.prefix = prefix_reuse(trace, graph)
+    fold = fold_points(trace, graph, foldable)
+    if fold is None:
+        return
+    plan = trace.invokes[0]
+    folded: dict[str, list] = {}
+    for nid in dict.fromkeys(n for n, _ in plan.stmts):
+        looped = any(looped_layer(s.access) for n, s in plan.stmts if n == nid)
+        # a trace per layer (prefix reuse): every statement on its layer's rows; one trace:
+        # those at the looped layer on its layer's rows, the others on every point's rows
+        per_layer = trace.prefix is not None or (fold.by_layer and looped)
+        folded[nid] = emit(nid, fold="layer" if per_layer else "points")
+    if not _same_accesses(plan.stmts, folded):
+        return
+    plan.stmts = [(nid, folded[nid].pop(0)) for nid, _ in plan.stmts]
+    trace.fold = fold
+
+
+def _same_accesses(stmts, folded: dict[str, list]) -> bool:
+    """Each node's folded statements touch the model where its plain ones did."""
+    return all([s.access for n, s in stmts if n == nid] == [s.access for s in folded[nid]]
+               for nid in folded)

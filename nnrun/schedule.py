@@ -13,14 +13,7 @@ from dataclasses import dataclass, field
 
 from nnrun.bind import Binding, InvokeBinding
 from nnrun.errors import CompileError, Issue, raise_if_issues
-from nnrun.fastpath import (
-    FoldPoints,
-    PrefixReuse,
-    fold_points,
-    keeps_last_logits,
-    looped_layer,
-    prefix_reuse,
-)
+from nnrun.fastpath import FoldPoints, PrefixReuse, take_fast_paths
 from nnrun.graph import Graph
 from nnrun.nodes.base import Stmt
 from nnrun.passes import PassPlan, assign_passes, phases, split_passes
@@ -124,7 +117,7 @@ def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True,
     _mark_collections(graph, plans)
     if fast and not issues:
         for trace in traces:
-            _fast_paths(trace, graph, emit, foldable)
+            take_fast_paths(trace, graph, emit, foldable)
     phase, phase_issues = phases(graph)
     pass_of, pass_issues = assign_passes(graph, phase) if not phase_issues else ({}, [])
     issues += phase_issues + pass_issues + _post_feeds_model(graph, phase)
@@ -152,34 +145,6 @@ def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True,
                         final_inputs, final_returns, phase)
     schedule.passes = split_passes(graph, schedule, pass_of)
     return schedule
-
-
-def _fast_paths(trace: TracePlan, graph: Graph, emit, foldable) -> None:
-    """Decide the trace's fast paths; a folded invoke gets its statements emitted again, per
-    row, in the same order (each node's statements correspond one to one)."""
-    trace.last_logits = keeps_last_logits(trace, graph)
-    trace.prefix = prefix_reuse(trace, graph)
-    fold = fold_points(trace, graph, foldable)
-    if fold is None:
-        return
-    plan = trace.invokes[0]
-    folded: dict[str, list[Stmt]] = {}
-    for nid in dict.fromkeys(n for n, _ in plan.stmts):
-        looped = any(looped_layer(s.access) for n, s in plan.stmts if n == nid)
-        # a trace per layer (prefix reuse): every statement on its layer's rows; one trace:
-        # those at the looped layer on its layer's rows, the others on every point's rows
-        per_layer = trace.prefix is not None or (fold.by_layer and looped)
-        folded[nid] = emit(nid, fold="layer" if per_layer else "points")
-    if not _same_accesses(plan.stmts, folded):
-        return
-    plan.stmts = [(nid, folded[nid].pop(0)) for nid, _ in plan.stmts]
-    trace.fold = fold
-
-
-def _same_accesses(stmts, folded: dict[str, list[Stmt]]) -> bool:
-    """Each node's folded statements touch the model where its plain ones did."""
-    return all([s.access for n, s in stmts if n == nid] == [s.access for s in folded[nid]]
-               for nid in folded)
 
 
 def _is_post(graph: Graph, node_id: str) -> bool:
