@@ -67,6 +67,15 @@ def both(config: dict):
     return fast, plain
 
 
+def same_logits(fast, plain) -> torch.Tensor:
+    """Both programs' logits on one model: the same shape and values (≤ 1e-5); the fast's."""
+    lm = load_model(fast.model)
+    got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    return got
+
+
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama", "tiny-neox"])
 @pytest.mark.parametrize("site", ["layer_output", "layer_input", "attention_output",
                                   "mlp_output"])
@@ -75,10 +84,7 @@ def test_prefix_reuse_equals_the_plain_program(model, site, prefix_always):
     trace = fast.program.schedule.traces[-1]
     assert trace.prefix is not None and trace.last_logits and trace.fold is not None
     assert "skip(" in fast.program.source and "skip(" not in plain.program.source
-    lm = load_model(fast.model)
-    got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
-    assert got.shape == want.shape == (2, 8, 3, 67)   # layer, position, example, vocab
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert same_logits(fast, plain).shape == (2, 8, 3, 67)   # layer, position, example, vocab
 
 
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama", "tiny-neox"])
@@ -90,10 +96,7 @@ def test_folded_points_equal_the_plain_program(model, site, prefix_never):
     trace = fast.program.schedule.traces[-1]
     assert trace.prefix is None and trace.fold is not None and trace.fold.by_layer
     assert fast.program.source.count("tracer.invoke(") == 2   # clean run + the folded points
-    lm = load_model(fast.model)
-    got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
-    assert got.shape == want.shape == (2, 8, 3, 67)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert same_logits(fast, plain).shape == (2, 8, 3, 67)
 
 
 def test_folded_points_over_positions_only(prefix_never):
@@ -101,10 +104,7 @@ def test_folded_points_over_positions_only(prefix_never):
     fast, plain = both(config | {"batch_size": 2})   # chunks of 2 examples and of 1
     trace = fast.program.schedule.traces[-1]
     assert trace.fold is not None and not trace.fold.by_layer
-    lm = load_model(fast.model)
-    got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
-    assert got.shape == (8, 3, 67)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert same_logits(fast, plain).shape == (8, 3, 67)
 
 
 def _with_layer(config: dict, layer: int) -> dict:
@@ -166,10 +166,7 @@ def test_folded_heads_equal_the_plain_program(foreach, prefix, request):
         config = _with_layer(config, 1)
     fast, plain = both(config)
     assert fast.program.schedule.traces[-1].fold is not None
-    lm = load_model(fast.model)
-    got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
-    assert got.shape == want.shape and got.shape[-2:] == (3, 67)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert same_logits(fast, plain).shape[-2:] == (3, 67)
 
 
 def test_a_dataset_value_a_looped_head_picks_from_is_not_folded():
@@ -186,9 +183,7 @@ def test_a_dataset_value_a_looped_head_picks_from_is_not_folded():
                                 {"src": "logits", "dst": "out"}]
     fast, plain = both(config)
     assert fast.program.schedule.traces[-1].fold is None
-    lm = load_model(fast.model)
-    torch.testing.assert_close(execute(fast, lm)["logits"], execute(plain, lm)["logits"],
-                               rtol=0, atol=1e-5)
+    same_logits(fast, plain)
 
 
 @pytest.mark.parametrize("prefix", ["prefix_always", "prefix_never"])
@@ -205,10 +200,7 @@ def test_folded_points_in_pieces_under_a_memory_cap_equal_the_plain_program(fore
         config = _with_layer(config, 1)
     fast, plain = both(config)
     fast.max_points = 3   # 16 or 32 points: pieces of 3 (and a last, smaller one)
-    lm = load_model(fast.model)
-    got, want = execute(fast, lm)["logits"], execute(plain, lm)["logits"]
-    assert got.shape == want.shape
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    same_logits(fast, plain)
 
 
 def test_the_memory_cap_splits_only_grids_that_do_not_fit(monkeypatch):
@@ -234,9 +226,7 @@ def test_prefix_reuse_of_heads_equals_the_plain_program(prefix_always):
     fast, plain = both(sweep("tiny-gpt2", "attention_heads",
                              {"layer": "all", "head": "all", "position": "all"}))
     assert fast.program.schedule.traces[-1].prefix is not None
-    lm = load_model(fast.model)
-    torch.testing.assert_close(execute(fast, lm)["logits"], execute(plain, lm)["logits"],
-                               rtol=0, atol=1e-5)
+    same_logits(fast, plain)
 
 
 def test_last_logits_only_changes_nothing_for_a_single_run():
