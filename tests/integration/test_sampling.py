@@ -83,6 +83,20 @@ def test_unset_settings_are_passed_explicitly():
                                         temperature=1.0, top_k=0, top_p=1.0))
 
 
+def run_generation(tmp_path, scope: dict, *args: str):
+    """`nnrun experiment=gen model=tiny_gpt2 ARGS` on the generation experiment with `scope`'s
+    settings, written as experiments/gen.yaml (the run directory: tmp_path/run)."""
+    import yaml
+
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    spec = config(**scope)
+    spec.pop("model")
+    (experiments / "gen.yaml").write_text(yaml.safe_dump(spec))
+    return run_nnrun(["experiment=gen", "model=tiny_gpt2", *args], cwd=tmp_path,
+                     run_dir=tmp_path / "run")
+
+
 @pytest.mark.parametrize("scope, code, exit_code", [
     ({"temperature": 0.5}, "sampling_without_do_sample", 11),   # a graph check
     ({"do_sample": True, "temperature": 0}, "invalid_value", 10),
@@ -92,15 +106,7 @@ def test_unset_settings_are_passed_explicitly():
     ({"do_sample": "yes"}, "invalid_value", 10),
 ])
 def test_bad_sampling_settings_are_located_errors(tmp_path, scope, code, exit_code):
-    import yaml
-
-    experiments = tmp_path / "experiments"
-    experiments.mkdir()
-    spec = config(**scope)
-    spec.pop("model")
-    (experiments / "gen.yaml").write_text(yaml.safe_dump(spec))
-    result = run_nnrun(["experiment=gen", "model=tiny_gpt2", "stage=validate"], cwd=tmp_path,
-                       run_dir=tmp_path / "run")
+    result = run_generation(tmp_path, scope, "stage=validate")
     assert result.code == exit_code, result.explain()
     assert f"[{code}]" in result.stderr and "graph.scopes[0]" in result.stderr
     assert "Traceback" not in result.stderr
@@ -118,15 +124,7 @@ def test_sampling_settings_on_a_trace_are_refused(tmp_path):
 
 
 def test_the_manifest_records_the_settings_and_the_seed(tmp_path):
-    import yaml
-
-    experiments = tmp_path / "experiments"
-    experiments.mkdir()
-    spec = config(**SAMPLING)
-    spec.pop("model")
-    (experiments / "gen.yaml").write_text(yaml.safe_dump(spec))
-    result = run_nnrun(["experiment=gen", "model=tiny_gpt2", "seed=7"], cwd=tmp_path,
-                       run_dir=tmp_path / "run")
+    result = run_generation(tmp_path, SAMPLING, "seed=7")
     assert result.code == 0, result.explain()
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     record = manifest["generation"]["gen"]
