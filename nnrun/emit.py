@@ -111,9 +111,7 @@ class EmitContext:
         """The index along a value's `example` axis: all of it (`:`), or, in a folded
         invoke, the example of every row (`outside`: a value from outside the invoke, one row
         per example) or every row (the model's tensor)."""
-        if self.fold is None:
-            return ":"
-        return self.fold.example if outside else self.fold.rows
+        return self._rows(outside)[0]
 
     def _source(self, port: str, i: int = 0):
         return self.graph.nodes[self.node.inputs[port][i]]
