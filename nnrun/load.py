@@ -308,8 +308,10 @@ def source_lines(source: Path | None) -> dict[YamlPath, int]:
     """Map every YAML path in `source` to its 1-based line (empty if unknown or unparsable)."""
     if source is None or not Path(source).is_file():
         return {}
+    from nnrun.libyaml import compose
+
     try:
-        root = yaml.compose(Path(source).read_text())
+        root = compose(Path(source).read_text())
     except yaml.YAMLError:
         return {}
     lines: dict[YamlPath, int] = {}

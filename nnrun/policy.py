@@ -44,8 +44,10 @@ def safe_dirname(name: Any) -> str:
 def compose_bounded(text: str, file: str | None = None) -> yaml.Node | None:
     """Parse YAML into a node graph (no Python objects built) and refuse an alias bomb: the
     expanded size must stay under MAX_NODES, and an alias may not contain itself."""
+    from nnrun.libyaml import compose
+
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise ConfigError("the experiment file is not valid YAML:", [Issue(
