@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/nnrun experiment=patching
 
-# Run the linter and the test suite (what CI runs), on 2 workers (pytest-xdist).
+# Run the linter and the test suite (what CI runs), on 2 workers (pytest-xdist; a worker that
+# runs out of tests takes some from the other, so the long process tests do not end alone).
 test: lint
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -n 2
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -n 2 --dist worksteal
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nnrun tests benchmarks
