@@ -151,7 +151,8 @@ def _probe_version() -> str:
     return f"{digest.hexdigest()}/transformers-{transformers}"
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: only the local cache is read."""
     return any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
                for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
@@ -164,7 +165,7 @@ def _config_file(spec: ModelSpec) -> Path | None:
         candidate = Path(resolve_path(spec)) / "config.json"
     elif Path(spec.path).expanduser().is_dir():
         candidate = Path(spec.path).expanduser() / "config.json"
-    elif _COMMIT.match(spec.revision or "") or _offline():
+    elif _COMMIT.match(spec.revision or "") or hub_offline():
         from nnrun.provenance import hub_snapshot
 
         snapshot = hub_snapshot(spec.path, spec.revision)

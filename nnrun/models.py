@@ -161,9 +161,11 @@ def _free_memory() -> None:
 
 
 def load_config(spec: ModelSpec):
-    from transformers import AutoConfig
-
     def build():
+        if missing_offline(spec):  # fail at once: importing transformers alone takes seconds
+            raise _unavailable(spec, FileNotFoundError("config.json is not in the hub cache"))
+        from transformers import AutoConfig
+
         try:
             return AutoConfig.from_pretrained(resolve_path(spec), revision=spec.revision,
                                               trust_remote_code=spec.trust_remote_code)
@@ -171,6 +173,26 @@ def load_config(spec: ModelSpec):
             raise _unavailable(spec, err) from err
 
     return _cached("config", spec, build)
+
+
+def missing_offline(spec: ModelSpec) -> bool:
+    """True when transformers would certainly not find the model: the hub is off (offline
+    mode), `model.path` is a hub id, and its config.json is not in the local hub cache. Anything
+    uncertain (a local path, a legacy TRANSFORMERS_CACHE folder, a malformed id) says False, and
+    transformers decides as before."""
+    from nnrun.model_cache import hub_offline
+
+    if (not hub_offline() or "TRANSFORMERS_CACHE" in os.environ
+            or spec.path.startswith((BUILTIN_PREFIX, ".", "/", "~"))
+            or Path(spec.path).expanduser().exists()):
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(spec.path, "config.json", revision=spec.revision)
+    except Exception:  # a malformed id: transformers' own error names it
+        return False
+    return not isinstance(found, str)
 
 
 def model_info(spec: ModelSpec):

@@ -84,3 +84,47 @@ def test_a_corrupt_entry_is_rebuilt_by_the_probe():
     assert info.n_layers != 999 and info.order
     model_cache._READ.clear()
     assert model_cache.read(key) == info  # the probe's facts replaced the corrupt entry
+
+
+def hub_cache(tmp_path, monkeypatch, cached: tuple[str, ...] = ()):
+    """An offline hub cache (HF_HUB_CACHE) holding `cached` repos, and a transformers that must
+    not be asked (it raises, so a test sees whether nnrun went to it)."""
+    import huggingface_hub.constants
+    import transformers
+
+    root = tmp_path / "hub"
+    for repo in cached:
+        folder = root / f"models--{repo.replace('/', '--')}"
+        (folder / "snapshots" / "abc123").mkdir(parents=True)
+        (folder / "snapshots" / "abc123" / "config.json").write_text("{}")
+        (folder / "refs").mkdir()
+        (folder / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("TRANSFORMERS_CACHE", raising=False)
+
+    def asked(*args, **kwargs):
+        raise OSError("transformers was asked")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", asked)
+
+
+def test_a_hub_model_missing_offline_fails_without_transformers(tmp_path, monkeypatch):
+    from nnrun.errors import ModelError
+    from nnrun.models import load_config, missing_offline
+
+    hub_cache(tmp_path, monkeypatch, cached=("org/cached",))
+    missing = ModelSpec(path="org/no-such-model")
+    assert missing_offline(missing)
+    with pytest.raises(ModelError) as err:
+        load_config(missing)
+    assert err.value.issues[0].code == "model_unavailable"
+    assert "transformers was asked" not in str(err.value.__cause__)
+    # anything that may be found goes to transformers as before
+    for spec in (ModelSpec(path="org/cached"), ModelSpec(path=str(tmp_path)),
+                 ModelSpec(path="builtin:demo")):
+        assert not missing_offline(spec), spec.path
+    monkeypatch.setenv("TRANSFORMERS_CACHE", str(tmp_path))  # a legacy cache folder: unknown
+    assert not missing_offline(missing)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online: transformers downloads it, or says why not
+    assert not missing_offline(missing)
