@@ -177,22 +177,16 @@ def load_config(spec: ModelSpec):
 
 def missing_offline(spec: ModelSpec) -> bool:
     """True when transformers would certainly not find the model: the hub is off (offline
-    mode), `model.path` is a hub id, and its config.json is not in the local hub cache. Anything
-    uncertain (a local path, a legacy TRANSFORMERS_CACHE folder, a malformed id) says False, and
-    transformers decides as before."""
+    mode), `model.path` is a hub id, and its config.json is not in the local hub cache. A local
+    path, a legacy TRANSFORMERS_CACHE folder or online mode say False: transformers decides."""
     from nnrun.model_cache import hub_offline
+    from nnrun.provenance import hub_snapshot
 
     if (not hub_offline() or "TRANSFORMERS_CACHE" in os.environ
             or spec.path.startswith((BUILTIN_PREFIX, ".", "/", "~"))
             or Path(spec.path).expanduser().exists()):
         return False
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(spec.path, "config.json", revision=spec.revision)
-    except Exception:  # a malformed id: transformers' own error names it
-        return False
-    return not isinstance(found, str)
+    return hub_snapshot(spec.path, spec.revision) is None
 
 
 def model_info(spec: ModelSpec):

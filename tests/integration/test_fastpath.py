@@ -67,6 +67,13 @@ def both(config: dict):
     return fast, plain
 
 
+def every_model_and_site(test):
+    """The test over the three tiny models × the four residual and block-output sites."""
+    sites = ["layer_output", "layer_input", "attention_output", "mlp_output"]
+    test = pytest.mark.parametrize("site", sites)(test)
+    return pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama", "tiny-neox"])(test)
+
+
 def same_logits(fast, plain) -> torch.Tensor:
     """Both programs' logits on one model: the same shape and values (≤ 1e-5); the fast's."""
     lm = load_model(fast.model)
@@ -76,9 +83,7 @@ def same_logits(fast, plain) -> torch.Tensor:
     return got
 
 
-@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama", "tiny-neox"])
-@pytest.mark.parametrize("site", ["layer_output", "layer_input", "attention_output",
-                                  "mlp_output"])
+@every_model_and_site
 def test_prefix_reuse_equals_the_plain_program(model, site, prefix_always):
     fast, plain = both(sweep(model, site, examples=3))
     trace = fast.program.schedule.traces[-1]
@@ -87,9 +92,7 @@ def test_prefix_reuse_equals_the_plain_program(model, site, prefix_always):
     assert same_logits(fast, plain).shape == (2, 8, 3, 67)   # layer, position, example, vocab
 
 
-@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama", "tiny-neox"])
-@pytest.mark.parametrize("site", ["layer_output", "layer_input", "attention_output",
-                                  "mlp_output"])
+@every_model_and_site
 def test_folded_points_equal_the_plain_program(model, site, prefix_never):
     """Without prefix reuse: one invoke of every point's rows, one indexed write per layer."""
     fast, plain = both(sweep(model, site, examples=3))

@@ -49,9 +49,7 @@ def c_load():
 
 def pure_reference(text: str):
     """OmegaConf.load with its own (pure-Python) loader."""
-    loader = _utils.get_yaml_loader.__wrapped__() if hasattr(_utils.get_yaml_loader,
-                                                            "__wrapped__") \
-        else _utils.get_yaml_loader()
+    loader = getattr(_utils.get_yaml_loader, "__wrapped__", _utils.get_yaml_loader)()
     data = yaml.load(io.StringIO(text), Loader=loader)
     return OmegaConf.to_container(OmegaConf.create(data)) if data is not None else {}
 
