@@ -134,12 +134,16 @@ EXIT_CODES: dict[str, int] = {
 }
 
 
-def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
-    """A hint naming the closest option, or listing them all when none is close."""
+def did_you_mean(word: str, options: list[str] | tuple[str, ...],
+                 otherwise: str | None = None) -> str:
+    """A hint naming the closest option; when none is close, `otherwise` (default: every option
+    listed)."""
     import difflib
 
     close = difflib.get_close_matches(word, list(options), n=1)
-    return f"did you mean `{close[0]}`?" if close else "valid: " + ", ".join(options)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    return "valid: " + ", ".join(options) if otherwise is None else otherwise
 
 
 def raise_if_issues(issues: list[Issue], error: type[NnrunError], what: str) -> None:

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nnrun.errors import Issue
+from nnrun.errors import Issue, did_you_mean
 from nnrun.named_outputs import record_output_axes, source_issues
 
 if TYPE_CHECKING:
@@ -255,10 +255,10 @@ def _loop_refs(node: Node, loop_vars: tuple[str, ...]) -> list[Issue]:
     for name, value in node.params:
         m = LOOP_REF.match(value) if isinstance(value, str) else None
         if m and m.group(1) not in loop_vars:
-            have = ", ".join(loop_vars) or "none here"
+            have = "foreach variables in scope: " + (", ".join(loop_vars) or "none here")
             issues.append(Issue("unknown_loop_variable", f"`{value}` is not a loop variable of "
                                 f"this node's scope", f"{node.path}.{name}", node.id,
-                                f"foreach variables in scope: {have}"))
+                                did_you_mean(m.group(1), loop_vars, otherwise=have)))
     return issues
 
 

@@ -231,7 +231,19 @@ def _issue_from_error(error: dict[str, Any], data: dict[str, Any]) -> Issue:
                      path, None, f"this nnrun reads format {FORMAT_VERSION}; "
                      f"set `format: {FORMAT_VERSION}` or upgrade nnrun")
     msg = error["msg"]  # pydantic's, lowercase first letter only (it may quote a pattern)
-    return Issue("invalid_value", f"{msg[:1].lower()}{msg[1:]} (found {found!r})", path, node)
+    return Issue("invalid_value", f"{msg[:1].lower()}{msg[1:]} (found {found!r})", path, node,
+                 _foreach_key_hint(loc, kind, found))
+
+
+def _foreach_key_hint(loc: YamlPath, kind: str, found: Any) -> str:
+    """A foreach key is checked against the loop names (its values are checked later, by lint):
+    a literal error there is a misspelt loop variable."""
+    if kind != "literal_error" or loc[:2] != ("graph", "scopes") or loc[3:4] != ("foreach",):
+        return ""
+    from nnrun.errors import did_you_mean
+    from nnrun.loops import LOOPS
+
+    return did_you_mean(str(found), list(LOOPS))
 
 
 def _strip_union_tags(loc: tuple[Any, ...]) -> YamlPath:
