@@ -27,7 +27,7 @@ false` compiles the plain form (the tests compare the two).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from nnrun.sites import resolve
@@ -114,8 +114,8 @@ def _block_flops(graph: Graph, b) -> float:
 
 def fold_points(trace: TracePlan, graph: Graph, foldable) -> FoldPoints | None:
     """The fold of the trace's foreach invoke, or None when it would not be exact: one invoke
-    looping over `position` and/or `head` (after `layer`, if it loops over layers), no
-    generation, gradients or barriers, every node in it `foldable(node_id)` (its emit indexes
+    looping over `position` and/or `head` (after `layer`, if it loops over layers), or over
+    `layer` alone without prefix reuse (which runs such points a trace each), no generation, gradients or barriers, every node in it `foldable(node_id)` (its emit indexes
     rows, see NodeType.foldable), every value it hands on has the example axis first (one row
     per example and point), and, looping over `layer`, every model access is at the looped
     block or after the last block (the statements at the looped block run in a loop over
@@ -124,15 +124,17 @@ def fold_points(trace: TracePlan, graph: Graph, foldable) -> FoldPoints | None:
     if plan is None:
         return None
     b = plan.binding
-    folded = b.loop_vars[1:] if b.loop_vars[:1] == ("layer",) else b.loop_vars
-    if not folded or not set(folded) <= FOLDED_LOOPS or len(b.points) < 2:
+    by_layer = b.loop_vars[0] == "layer"
+    folded = b.loop_vars[1:] if by_layer else b.loop_vars
+    if not set(folded) <= FOLDED_LOOPS or len(b.points) < 2:
         return None
+    if not folded and trace.prefix is not None:
+        return None   # a trace per layer of one point each: nothing to fold
     nodes = list(dict.fromkeys(nid for nid, _ in plan.stmts))
     if any(s.access is None for _, s in plan.stmts) or not all(map(foldable, nodes)):
         return None
     if any(graph.point_axes.get(nid, ())[:1] != ("example",) for nid in plan.collect):
         return None
-    by_layer = b.loop_vars[0] == "layer"
     if by_layer and trace.prefix is None:
         block, _ = resolve("layer_output", info.family)
         if not all(_after_prefix(s.access, block, graph) for _, s in plan.stmts):
@@ -178,6 +180,29 @@ def _after_prefix(access, block: str, graph: Graph) -> bool:
         return info.rank(module, access.event) > info.rank(last_block, "output")
     except KeyError:
         return False
+
+
+def fast_traces(traces: list[TracePlan], graph: Graph, emit, foldable) -> list[TracePlan]:
+    """The traces with their fast paths decided (`take_fast_paths`). A foreach invoke that
+    shares a forward pass with other invokes moves to a trace of its own, right after theirs,
+    when alone it takes a fast path (prefix reuse or a fold): it exchanges no values with them
+    (schedule's `loop_crossing` check), and each row of a batch is computed on its own, so
+    only the batches change, never the numbers."""
+    out = []
+    for trace in traces:
+        alone = []
+        if trace.scope.kind == "trace" and len(trace.invokes) > 1:
+            for plan in [p for p in trace.invokes if p.binding.loop_vars]:
+                piece = replace(trace, invokes=[plan], barriers=[])
+                take_fast_paths(piece, graph, emit, foldable)
+                if piece.prefix is not None or piece.fold is not None:
+                    trace.invokes.remove(plan)
+                    alone.append(piece)
+        if trace.invokes:
+            take_fast_paths(trace, graph, emit, foldable)
+            out.append(trace)
+        out += alone
+    return out
 
 
 def take_fast_paths(trace: TracePlan, graph: Graph, emit, foldable) -> None:

@@ -34,7 +34,7 @@ def plan_report(compiled) -> str:
              f", in {len(chunks)} "
              f"chunk(s) of up to {compiled.batch_size}; one compiled program serves every chunk"]
     for trace in schedule.traces:
-        lines.append(f"  {trace.scope.kind} `{trace.scope.id}`: {_trace_form(trace)}")
+        lines.append(f"  {_trace_label(trace, schedule)}: {_trace_form(trace)}")
         if trace.fold is not None and compiled.max_points:
             lines.append(f"    at most {compiled.max_points} points per forward pass: all of "
                          "them at once would exceed the activation budget")
@@ -116,6 +116,15 @@ def derived_shape(compiled, nid) -> list[int]:
             loops["step"] = plan.step.steps
     return [len(coords[a]) if a in coords else loops.get(a, sizes.get(a, 1))
             for a in compiled.graph.axes[nid]]
+
+
+def _trace_label(trace, schedule) -> str:
+    """The trace's scope, and its invokes when the scope runs as several traces (a foreach
+    invoke in a trace of its own takes a fast path, nnrun.fastpath.fast_traces)."""
+    label = f"{trace.scope.kind} `{trace.scope.id}`"
+    if sum(t.scope.id == trace.scope.id for t in schedule.traces) > 1:
+        label += " (" + ", ".join(f"`{p.scope.id}`" for p in trace.invokes) + ")"
+    return label
 
 
 def _trace_form(trace) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from nnrun.bind import Binding, InvokeBinding
 from nnrun.errors import CompileError, Issue, raise_if_issues
-from nnrun.fastpath import FoldPoints, PrefixReuse, take_fast_paths
+from nnrun.fastpath import FoldPoints, PrefixReuse, fast_traces
 from nnrun.graph import Graph
 from nnrun.nodes.base import Stmt
 from nnrun.passes import PassPlan, assign_passes, phases, split_passes
@@ -116,8 +116,7 @@ def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True,
     issues += _cross_invoke(graph, traces)
     _mark_collections(graph, plans)
     if fast and not issues:
-        for trace in traces:
-            take_fast_paths(trace, graph, emit, foldable)
+        traces = fast_traces(traces, graph, emit, foldable)
     phase, phase_issues = phases(graph)
     pass_of, pass_issues = assign_passes(graph, phase) if not phase_issues else ({}, [])
     issues += phase_issues + pass_issues + _post_feeds_model(graph, phase)

@@ -69,11 +69,11 @@ class Write(NodeType):
         return ()
 
     def foldable(self, p, ctx):
-        """Per row: a write at the foreach's position or head of a constant, of a value
-        without an example axis (a steering vector), or patched there from another run."""
-        looped = loop_var(p.position) or any(loop_var(s) for s in after_position(p))
-        if not looped or p.constant is not None:
-            return bool(looped)
+        """Per row (at the foreach's position or head, or where every point writes): a
+        constant, a value without an example axis (a steering vector), or a value patched
+        from another run (each row takes its example's)."""
+        if p.constant is not None:
+            return True
         axes = ctx.in_axes("value")
         if "example" in axes:
             return ctx.outside("value") and p.mode == "patch"

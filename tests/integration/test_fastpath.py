@@ -285,3 +285,73 @@ def test_no_prefix_reuse_when_the_sweep_skips_too_little(prefix_always):
 def test_fast_paths_false_compiles_the_plain_form():
     config = {**sweep("tiny-gpt2"), "fast_paths": False}
     assert _fast_flags(config) == (False, False)
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("site", ["attention_output", "mlp_output"])
+def test_a_layer_only_sweep_folds_into_one_invoke(model, site, prefix_never):
+    """Points that differ only in layer (a whole site patched at every position): one invoke
+    of every point's rows, one indexed write per layer."""
+    fast, plain = both(sweep(model, site, {"layer": "all"}, examples=3))
+    trace = fast.program.schedule.traces[-1]
+    assert trace.fold is not None and trace.fold.by_layer and trace.prefix is None
+    assert fast.program.source.count("tracer.invoke(") == 2   # clean run + the folded points
+    assert same_logits(fast, plain).shape == (2, 3, 67)       # layer, example, vocab
+
+
+def shared_trace(model: str) -> dict:
+    """One trace of three invokes: the corrupt prompts unedited, and the clean run's attention
+    and MLP outputs patched in at every layer (two foreach invokes)."""
+    scopes = [{"id": "clean_run", "kind": "trace", "input": CLEANS},
+              {"id": "sites", "kind": "trace"},
+              {"id": "base", "kind": "invoke", "parent": "sites", "input": CORRUPTS}]
+    nodes = [{"id": "base_logits", "op": "read", "site": "logits", "position": "last",
+              "scope": "base"}, {"id": "save_base", "op": "save"}]
+    edges = [{"src": "base_logits", "dst": "save_base"}]
+    for site in ("attention", "mlp"):
+        scopes.append({"id": f"{site}_point", "kind": "invoke", "parent": "sites",
+                       "input": CORRUPTS, "foreach": {"layer": "all"}})
+        nodes += [{"id": f"clean_{site}", "op": "read", "site": f"{site}_output", "layer": "all",
+                   "scope": "clean_run"},
+                  {"id": f"{site}_patch", "op": "write", "site": f"{site}_output",
+                   "layer": "{layer}", "mode": "patch", "scope": f"{site}_point"},
+                  {"id": f"{site}_logits", "op": "read", "site": "logits", "position": "last",
+                   "scope": f"{site}_point"}, {"id": f"save_{site}", "op": "save"}]
+        edges += [{"src": f"clean_{site}", "dst": f"{site}_patch.value"},
+                  {"src": f"{site}_logits", "dst": f"save_{site}"}]
+    return {"format": 1, "name": "shared", "graph": {"scopes": scopes, "nodes": nodes,
+                                                    "edges": edges},
+            "model": {"name": model, "path": f"builtin:{model}"}}
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+def test_foreach_invokes_sharing_a_trace_run_alone_and_equal_the_plain_program(model):
+    """Each foreach invoke of a shared trace moves to a trace of its own and is folded; the
+    unedited invoke keeps the shared trace; every value equals the plain program's."""
+    fast, plain = both(shared_trace(model))
+    traces = fast.program.schedule.traces
+    assert [(t.scope.id, [p.scope.id for p in t.invokes]) for t in traces] == [
+        ("clean_run", ["clean_run"]), ("sites", ["base"]), ("sites", ["attention_point"]),
+        ("sites", ["mlp_point"])]
+    assert traces[1].fold is None and traces[2].fold is not None and traces[3].fold is not None
+    assert [len(t.invokes) for t in plain.program.schedule.traces] == [1, 3]
+    lm = load_model(fast.model)
+    got, want = execute(fast, lm), execute(plain, lm)
+    for name in ("base_logits", "attention_logits", "mlp_logits"):
+        assert got[name].shape == want[name].shape
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-5)
+
+
+def test_a_foreach_invoke_without_a_fast_path_keeps_its_shared_trace():
+    """A point that writes a value it computes itself cannot be folded: it stays batched with
+    the other invokes of its trace."""
+    config = shared_trace("tiny-gpt2")
+    own = {"id": "own", "op": "read", "site": "layer_input", "layer": 0, "position": "all",
+           "scope": "mlp_point"}
+    config["graph"]["nodes"].append(own)
+    config["graph"]["nodes"] = [n for n in config["graph"]["nodes"] if n["id"] != "clean_mlp"]
+    config["graph"]["edges"] = [e for e in config["graph"]["edges"] if e["src"] != "clean_mlp"]
+    config["graph"]["edges"].append({"src": "own", "dst": "mlp_patch.value"})
+    traces = compile_program(config).program.schedule.traces
+    assert [[p.scope.id for p in t.invokes] for t in traces] == [
+        ["clean_run"], ["base", "mlp_point"], ["attention_point"]]
