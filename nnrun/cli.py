@@ -168,14 +168,21 @@ def _hydra_entry(cfg: DictConfig) -> int:
 
 
 def _register_resolvers() -> None:
-    """`${nnrun_dirname:NAME}`: the experiment name as a directory component, `invalid-name` when
-    it is not a safe name (so a hostile name can never place the run directory; the job then
-    reports the name). Used by configs/config.yaml's hydra.run.dir and hydra.sweep.dir."""
+    """`${nnrun_dirname:NAME[,CHOICE]}`: the experiment name as a directory component,
+    `invalid-name` when it is not a safe name (so a hostile name can never place the run
+    directory; the job then reports the name). Used by configs/config.yaml's hydra.run.dir and
+    hydra.sweep.dir, with CHOICE the `experiment=` selection."""
+    if not OmegaConf.has_resolver("nnrun_dirname"):
+        OmegaConf.register_new_resolver("nnrun_dirname", _dirname)
+
+
+def _dirname(name: Any, choice: Any = None) -> str:
+    """A file that did not parse, or has no `name`, gives no name: its `experiment=` choice (the
+    file's stem) names the run instead, so the failed run is findable (`none`: neither)."""
     from nnrun.policy import safe_dirname
 
-    if not OmegaConf.has_resolver("nnrun_dirname"):
-        OmegaConf.register_new_resolver(
-            "nnrun_dirname", lambda name: "none" if name in (None, "none") else safe_dirname(name))
+    given = next((n for n in (name, choice) if n not in (None, "none")), None)
+    return "none" if given is None else safe_dirname(given)
 
 
 class _OutputDirUnusable(BaseException):

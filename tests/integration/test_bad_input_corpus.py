@@ -985,3 +985,28 @@ def test_all_mistakes_reported_at_once(text, exit_code, issues, request, tmp_pat
         assert re.search(rf"{re.escape(name)}\.yaml:{line}: {re.escape(path)}\b.*\[{code}\]", err), \
             result.explain()
     assert not (tmp_path / "run" / "COMPLETED").exists()
+
+
+# --- where a failed run lands: named even when the file gave no name ----------------------------
+
+
+@pytest.mark.parametrize("text, code", [
+    pytest.param(edit(("{id: save_effect, op: save}\n", "{id: save_effect, op: save\n")),
+                 "invalid_yaml", id="not_yaml"),
+    pytest.param(edit(("name: patching\n", "")), "missing_field", id="no_name"),
+])
+def test_a_nameless_failed_run_is_named_after_its_experiment_choice(text, code, tmp_path):
+    """The run directory (Hydra's default, no `hydra.run.dir`) takes the experiment's `name`;
+    a file that does not parse or has no `name` gives none, so the `experiment=` choice (the
+    file's stem) names it instead of `none`, and the run stays marked failed."""
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    (folder / "my_broken.yaml").write_text(text)
+    result = run_nnrun(["experiment=my_broken", "model=tiny_gpt2"], cwd=tmp_path,
+                       env={"NNRUN_EXPERIMENTS": str(folder)})
+    assert result.code == CONFIG and f"[{code}]" in result.stderr, result.explain()
+    made = list((tmp_path / "outputs").glob("*/*"))
+    assert len(made) == 1 and made[0].name.endswith("_my_broken"), made
+    assert f"(run directory, incomplete: {made[0]})" in result.stderr, result.explain()
+    assert json.loads((made[0] / "manifest.json").read_text())["status"] == "failed"
+    assert not (made[0] / "COMPLETED").exists()
