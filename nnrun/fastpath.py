@@ -39,11 +39,15 @@ if TYPE_CHECKING:
 # A prefix run costs one forward pass of the chunk; reuse it only when the points skip at least
 # this many forward passes' worth of blocks in all (layers summed over points / layers).
 MIN_SAVED_PASSES = 2
-# ... and when the work it saves outweighs a trace per layer (plus the prefix run's): a trace
-# costs about as much as this many floating-point operations of the blocks (measured with
-# benchmarks/bench_floor.py on a CPU: about 2 ms of nnsight per trace against block work at
-# ~50 GFLOP/s; see RESULTS.md). On a tiny model prefix reuse would be slower than the fold.
+# ... and when the block work it saves outweighs what its extra traces cost (one per layer, the
+# prefix run replacing the fold's one trace), in floating-point operations of block work:
+# nnsight's own cost per trace (~2 ms on a CPU at ~50 GFLOP/s), plus reading again the weights
+# of every block a trace runs and of the unembedding. A forward pass of few rows is bound by
+# reading the weights: at GPT-2 small's shape one row of 16 tokens takes ~150 ms on this CPU,
+# twelve rows ~620 ms (benchmarks/bench_shared_trace.py, RESULTS.md). On a tiny model, or with
+# one point per layer of a single prompt, the fold is faster.
 TRACE_COST_FLOPS = 1e8
+WEIGHT_READ_FLOPS = 50   # per parameter read from memory (~5 GB/s per core against ~60 GFLOP/s)
 # Loop variables a folded invoke indexes per row (`layer` picks modules: its points are grouped).
 FOLDED_LOOPS = {"position", "head"}
 
@@ -97,10 +101,20 @@ def prefix_reuse(trace: TracePlan, graph: Graph) -> PrefixReuse | None:
     layers = [int(point[0]) for point in b.points]
     if any(layer < 0 for layer in layers) or sum(layers) < MIN_SAVED_PASSES * info.n_layers:
         return None
-    traces = len(set(layers)) + 1
-    if _block_flops(graph, b) * sum(layers) < traces * TRACE_COST_FLOPS:
+    if not prefix_pays(info, layers, _block_flops(graph, b)):
         return None
     return PrefixReuse(block, max(layers))
+
+
+def prefix_pays(info, layers: list[int], point_flops: float) -> bool:
+    """Whether the block work prefix reuse saves (each point skips the blocks before its layer;
+    the prefix run costs one point's pass) outweighs what a trace per looped layer costs beyond
+    the fold's one trace: each trace's own cost, and its weights read again (blocks `layer..`
+    and the unembedding). `point_flops`: one block over one point's rows."""
+    saved = point_flops * (sum(layers) - info.n_layers)
+    block, head = 12 * info.hidden_size ** 2, info.vocab_size * info.hidden_size
+    weights = sum((info.n_layers - layer) * block + head for layer in set(layers))
+    return saved >= len(set(layers)) * TRACE_COST_FLOPS + WEIGHT_READ_FLOPS * weights
 
 
 def _block_flops(graph: Graph, b) -> float:

@@ -27,6 +27,7 @@ CORRUPTS = [CORRUPT, "the kremlin tower is in the city of", "a small blue cat sa
 def prefix_always(monkeypatch):
     """Prefix reuse whenever it is exact, however little it saves (tiny models)."""
     monkeypatch.setattr("nnrun.fastpath.TRACE_COST_FLOPS", 0.0)
+    monkeypatch.setattr("nnrun.fastpath.WEIGHT_READ_FLOPS", 0.0)
 
 
 @pytest.fixture
