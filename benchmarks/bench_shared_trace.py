@@ -65,9 +65,9 @@ def shared_traces_kept():
     without the split)."""
     from nnrun import fastpath, schedule
 
-    def unsplit(traces, graph, emit, foldable):
+    def unsplit(traces, graph, emit, foldable, prefix=True):
         for trace in traces:
-            fastpath.take_fast_paths(trace, graph, emit, foldable)
+            fastpath.take_fast_paths(trace, graph, emit, foldable, prefix)
         return traces
     saved, schedule.fast_traces = schedule.fast_traces, unsplit
     try:

@@ -61,9 +61,9 @@ backend = data["backend"]  # keyword arguments of the outermost context: {} here
 
 
 def generate(graph: Graph, binding: Binding, source_name: str = "",
-             fast: bool = True) -> Program:
+             fast: bool = True, prefix: bool = True) -> Program:
     """Compile the graph into a Program (schedule + source text); `fast`: take the fast paths
-    where they give the same numbers (nnrun.fastpath)."""
+    where they give the same numbers (nnrun.fastpath), prefix reuse only with `prefix`."""
     from nnrun.codegen_fast import fold_rows  # it imports this module's writers: loaded after
     from nnrun.emit import node_definitions
 
@@ -87,7 +87,7 @@ def generate(graph: Graph, binding: Binding, source_name: str = "",
     def foldable(nid: str) -> bool:
         return graph.nodes[nid].type.foldable(graph.nodes[nid].params, ctx[nid])
 
-    schedule = make_schedule(graph, binding, emit, fast, foldable)
+    schedule = make_schedule(graph, binding, emit, fast, foldable, prefix)
     w = _Writer()
     _header(w, graph, schedule, source_name)
     for block in definitions:  # a node's own block maps to it: a failure inside names the node

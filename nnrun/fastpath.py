@@ -196,8 +196,10 @@ def _after_prefix(access, block: str, graph: Graph) -> bool:
         return False
 
 
-def fast_traces(traces: list[TracePlan], graph: Graph, emit, foldable) -> list[TracePlan]:
-    """The traces with their fast paths decided (`take_fast_paths`). A foreach invoke that
+def fast_traces(traces: list[TracePlan], graph: Graph, emit, foldable,
+                prefix: bool = True) -> list[TracePlan]:
+    """The traces with their fast paths decided (`take_fast_paths`; `prefix`: prefix reuse
+    where it pays, else never). A foreach invoke that
     shares a forward pass with other invokes moves to a trace of its own, right after theirs,
     when alone it takes a fast path (prefix reuse or a fold): it exchanges no values with them
     (schedule's `loop_crossing` check), and each row of a batch is computed on its own, so
@@ -208,23 +210,24 @@ def fast_traces(traces: list[TracePlan], graph: Graph, emit, foldable) -> list[T
         if trace.scope.kind == "trace" and len(trace.invokes) > 1:
             for plan in [p for p in trace.invokes if p.binding.loop_vars]:
                 piece = replace(trace, invokes=[plan], barriers=[])
-                take_fast_paths(piece, graph, emit, foldable)
+                take_fast_paths(piece, graph, emit, foldable, prefix)
                 if piece.prefix is not None or piece.fold is not None:
                     trace.invokes.remove(plan)
                     alone.append(piece)
         if trace.invokes:
-            take_fast_paths(trace, graph, emit, foldable)
+            take_fast_paths(trace, graph, emit, foldable, prefix)
             out.append(trace)
         out += alone
     return out
 
 
-def take_fast_paths(trace: TracePlan, graph: Graph, emit, foldable) -> None:
+def take_fast_paths(trace: TracePlan, graph: Graph, emit, foldable, prefix: bool = True) -> None:
     """Decide the trace's fast paths (in `trace.last_logits`, `.prefix`, `.fold`); a folded
     invoke gets its statements emitted again, per row, in the same order (each node's
-    statements correspond one to one). `emit` and `foldable` are make_schedule's."""
+    statements correspond one to one). `emit` and `foldable` are make_schedule's; `prefix`:
+    whether prefix reuse may be taken."""
     trace.last_logits = keeps_last_logits(trace, graph)
-    trace.prefix = prefix_reuse(trace, graph)
+    trace.prefix = prefix_reuse(trace, graph) if prefix else None
     fold = fold_points(trace, graph, foldable)
     if fold is None:
         return

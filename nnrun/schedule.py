@@ -86,12 +86,12 @@ class Schedule:
 
 
 def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True,
-                  foldable=lambda node_id: False) -> Schedule:
+                  foldable=lambda node_id: False, prefix: bool = True) -> Schedule:
     """Build the schedule. `emit(node_id, fold=None) -> list[Stmt]` comes from codegen (it
     knows names; `fold`: "points" or "layer" emits the node for a folded invoke, indexing the
     rows of all its points or of one layer's; `foldable(node_id)` says whether it can, see
     NodeType.foldable); `fast` takes the fast paths (nnrun.fastpath) where they give the same
-    numbers.
+    numbers, prefix reuse only with `prefix`.
 
     Raises:
         CompileError: out-of-order accesses, cross-invoke flows nnsight cannot express.
@@ -116,7 +116,7 @@ def make_schedule(graph: Graph, binding: Binding, emit, fast: bool = True,
     issues += _cross_invoke(graph, traces)
     _mark_collections(graph, plans)
     if fast and not issues:
-        traces = fast_traces(traces, graph, emit, foldable)
+        traces = fast_traces(traces, graph, emit, foldable, prefix)
     phase, phase_issues = phases(graph)
     pass_of, pass_issues = assign_passes(graph, phase) if not phase_issues else ({}, [])
     issues += phase_issues + pass_issues + _post_feeds_model(graph, phase)

@@ -39,3 +39,21 @@ def test_the_report_equals_a_scan_of_the_whole_chunk(monkeypatch):
     monkeypatch.setattr(plan, "scanned_examples", lambda binding, start, stop: (start, stop))
     assert plan.plan_report(compiled) == sampled
     assert "(layer, position, example) = (4, 9, 6)" in sampled
+
+
+def test_the_scan_without_prefix_reuse_reports_what_the_compiled_program_gives(monkeypatch):
+    """Where the program reuses prefixes (a trace per layer), the scan runs the same fast form
+    without them: the same values, so the same report."""
+    monkeypatch.setattr("nnrun.fastpath.TRACE_COST_FLOPS", 0.0)   # prefix reuse on the demo
+    monkeypatch.setattr("nnrun.fastpath.WEIGHT_READ_FLOPS", 0.0)
+    path = REPO / "experiments" / "patching.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    config["model"] = {"name": "demo", "path": "builtin:demo"}
+    config["data"] = {**config["data"], "limit": 4}
+    compiled = compile_program(config, path)
+    assert any(t.prefix for t in compiled.program.schedule.traces)
+    assert not any(t.prefix for t in plan.scan_program(compiled).schedule.traces)
+    report = plan.plan_report(compiled)
+    monkeypatch.setattr(plan, "scan_program", lambda compiled: compiled.program)
+    assert plan.plan_report(compiled) == report
+    assert "(layer, position, example) = (4, 9, 4)" in report
