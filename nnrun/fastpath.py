@@ -48,8 +48,8 @@ MIN_SAVED_PASSES = 2
 # one point per layer of a single prompt, the fold is faster.
 TRACE_COST_FLOPS = 1e8
 WEIGHT_READ_FLOPS = 50   # per parameter read from memory (~5 GB/s per core against ~60 GFLOP/s)
-# Loop variables a folded invoke indexes per row (`layer` picks modules: its points are grouped).
-FOLDED_LOOPS = {"position", "head"}
+# Loop variables a folded invoke takes per row (`layer` picks modules: its points are grouped).
+FOLDED_LOOPS = {"position", "head", "coefficient"}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from nnrun.nodes.fields import (
     check_site,
     loop_var,
     picks,
+    remaining_after_position,
     site_axes,
 )
 from nnrun.sites import is_named_site, site_of
@@ -90,6 +91,8 @@ class Write(NodeType):
             if p.mode == "add":
                 scale = ctx.index(p.coefficient) if loop_var(p.coefficient) else \
                     ctx.literal(p.coefficient)
+                if ctx.fold is not None and loop_var(p.coefficient):   # one per row
+                    scale = _per_row(p, scale)
                 value = f"{target} + {scale} * {value}"
             stmts.append(Stmt(f"{target} = {value}", ref.access))
         return stmts
@@ -108,6 +111,14 @@ class Write(NodeType):
             # One vector per example written at every position: broadcast over positions.
             return f"{source}.unsqueeze(-2)"
         return source
+
+
+def _per_row(p, scale: str) -> str:
+    """A folded invoke's (row,) coefficients, shaped to broadcast against the write's target:
+    rows, then the axes the write keeps (position when it writes all of them, then those after
+    it that it does not pick)."""
+    kept = (p.position == "all") + remaining_after_position(p)
+    return f"{scale}[:{', None' * kept}]"
 
 
 def _picked(p, ctx, source: str, axes: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:

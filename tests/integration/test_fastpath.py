@@ -356,3 +356,31 @@ def test_a_foreach_invoke_without_a_fast_path_keeps_its_shared_trace():
     traces = compile_program(config).program.schedule.traces
     assert [[p.scope.id for p in t.invokes] for t in traces] == [
         ["clean_run"], ["base", "mlp_point"], ["attention_point"]]
+
+
+@pytest.mark.parametrize("position", ["all", -1])
+def test_a_coefficient_sweep_folds_and_equals_the_plain_program(position):
+    """A steering vector added with every coefficient of the sweep: one invoke whose rows
+    each take their point's coefficient."""
+    graph = {"scopes": [{"id": "vector_run", "kind": "trace", "input": CLEANS},
+                        {"id": "steered", "kind": "trace"},
+                        {"id": "point", "kind": "invoke", "parent": "steered",
+                         "input": CORRUPTS, "foreach": {"coefficient": [0, 0.5, 2, -3]}}],
+             "nodes": [{"id": "vector", "op": "read", "site": "layer_output", "layer": 0,
+                        "position": -1, "scope": "vector_run"},
+                       {"id": "mean_vector", "op": "mean", "axis": "example"},
+                       {"id": "steer", "op": "write", "site": "mlp_output", "layer": 0,
+                        "position": position, "mode": "add", "coefficient": "{coefficient}",
+                        "scope": "point"},
+                       {"id": "logits", "op": "read", "site": "logits", "position": "last",
+                        "scope": "point"},
+                       {"id": "out", "op": "save"}],
+             "edges": [{"src": "vector", "dst": "mean_vector"},
+                       {"src": "mean_vector", "dst": "steer.value"},
+                       {"src": "logits", "dst": "out"}]}
+    fast, plain = both({"format": 1, "name": "steer", "graph": graph,
+                        "model": {"name": "tiny-gpt2", "path": "builtin:tiny-gpt2"}})
+    assert fast.program.schedule.traces[-1].fold is not None
+    assert "fold_coefficient[:, None" in fast.program.source
+    got = same_logits(fast, plain)                              # (coefficient, example, vocab)
+    assert got.shape == (4, 3, 67) and (got[0] - got[-1]).abs().max() > 1e-3
