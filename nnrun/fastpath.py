@@ -11,14 +11,18 @@ the experiment's values are.
   layer in which every point skips the blocks before its layer and takes their cached output
   (nnsight's `envoy.skip`; in a batched trace every invoke skips the same blocks, which is why
   the points are grouped by layer). Over all layers this removes about half of the blocks'
-  work. It is taken when the blocks it saves outweigh the cost of a trace per layer.
-* **Folded points.** A foreach over `position` and/or `head` (and `layer`) whose points differ
-  only in where they write runs as one invoke over the stacked rows (a copy of the chunk per
-  point) instead of one nnsight invoke per point: each statement indexes its rows with per-row
-  tensors (for each layer: the rows of the points at that layer, their positions and heads), so
-  a sweep costs one batched forward pass plus one indexed write per layer, whatever its number
-  of points. When the points at once would not fit in memory they run a few at a time
-  (`max_points`, from nnrun.chunks), a trace each.
+  work. It is taken when the blocks it saves outweigh the cost of a trace per layer, the
+  weights it reads again included (`prefix_pays`).
+* **Folded points.** A foreach over `layer`, `position`, `head` and/or `coefficient` whose
+  points differ only in where they write (or in an `add` write's coefficient) runs as one
+  invoke over the stacked rows (a copy of the chunk per point) instead of one nnsight invoke
+  per point: each statement indexes its rows with per-row tensors (for each layer: the rows of
+  the points at that layer, their positions, heads and coefficients), so a sweep costs one
+  batched forward pass plus one indexed write per layer, whatever its number of points. When
+  the points at once would not fit in memory they run a few at a time (`max_points`, from
+  nnrun.chunks), a trace each.
+* **A trace of its own.** A foreach invoke batched with other invokes in one trace moves to a
+  trace of its own when that lets it take one of the paths above (`fast_traces`).
 
 Invariant: a fast path is taken only when the plain form would give the same numbers; the
 conditions are checked here, statically, from the statements' model accesses. `fast_paths:
@@ -128,8 +132,9 @@ def _block_flops(graph: Graph, b) -> float:
 
 def fold_points(trace: TracePlan, graph: Graph, foldable) -> FoldPoints | None:
     """The fold of the trace's foreach invoke, or None when it would not be exact: one invoke
-    looping over `position` and/or `head` (after `layer`, if it loops over layers), or over
-    `layer` alone without prefix reuse (which runs such points a trace each), no generation, gradients or barriers, every node in it `foldable(node_id)` (its emit indexes
+    looping over `position`, `head` and/or `coefficient` (after `layer`, if it loops over
+    layers), or over `layer` alone without prefix reuse (which runs such points a trace each),
+    no generation, gradients or barriers, every node in it `foldable(node_id)` (its emit indexes
     rows, see NodeType.foldable), every value it hands on has the example axis first (one row
     per example and point), and, looping over `layer`, every model access is at the looped
     block or after the last block (the statements at the looped block run in a loop over
