@@ -118,7 +118,11 @@ def test_hostile_experiment_files_are_refused_and_write_nothing(tmp_path):
     assert not outside, outside
     assert not list(work.rglob("COMPLETED"))
     assert not list(work.rglob("*_standalone.py"))
-    assert not list(work.glob("outputs/*/*escape*")), "a hostile name named a directory"
+    # A refused file gives no name: its run is named after the `experiment=` choice (the file's
+    # stem), never after the hostile `name` inside it.
+    named = {p.name.split("_", 1)[1] for p in work.glob("outputs/*/*")}
+    allowed = set(files) | {"invalid-name", "patching_single"}  # the last: the valid run
+    assert named <= allowed, f"a hostile name named a directory: {named}"
 
 
 def test_unwritable_output_directory_is_exit_15(tmp_path):
