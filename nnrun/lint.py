@@ -48,6 +48,19 @@ def lint_graph(graph: Graph) -> list[Issue]:
     return issues
 
 
+def unused_nodes(graph: Graph) -> list[Issue]:
+    """Nodes whose value nothing consumes: not sinks (save, plots) nor writes, which have no
+    output and are used by what they do. Such a node still runs and its work is thrown away;
+    it is almost always a forgotten edge, but a graph that only reads (to look at the program,
+    to test the schedule) is legitimate, so this is a warning, kept out of `lint_graph`."""
+    used = {src for node in graph.nodes.values() for src in node.sources}
+    return [Issue("unused_node", f"nothing consumes the output of `{node.id}` ({node.type.op}): "
+                  "it is computed and thrown away", node.path, node.id,
+                  "connect its output to a save/plot node, or remove it")
+            for node in graph.nodes.values()
+            if node.of is None and node.type.has_output and node.id not in used]
+
+
 def _duplicates(graph: Graph) -> list[Issue]:
     issues = []
     counts = Counter(n.id for n in graph.spec.graph.nodes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class Compiled:
     memory: Any = None           # nnrun.budget.MemoryEstimate of a run
     memory_budget: int | None = None  # bytes it must fit in (None: no check)
     max_points: int | None = None  # points of a folded invoke per forward pass (None: all)
+    warnings: list = field(default_factory=list)  # located Issues said but not refused
 
 
 def model_spec(config: dict[str, Any]) -> ModelSpec:
@@ -98,7 +99,24 @@ def validate(config: dict[str, Any], source: Path | None = None) -> Compiled:
     with _located_in(source):
         graph = build_graph(spec, model_info(model), source=source)
         dataset = _dataset(spec, source)  # columns and rows are checked before any tokenizer
-    return Compiled(spec, model, graph, dataset=dataset)
+    return Compiled(spec, model, graph, dataset=dataset, warnings=_warn(graph, config, source))
+
+
+def _warn(graph: Graph, config: dict[str, Any], source: Path | None) -> list:
+    """Say what runs but is almost surely a mistake (a node nothing consumes) on stderr and in
+    cli.log, located like an error; the run goes on (see nnrun.lint.unused_nodes)."""
+    import logging
+    import sys
+
+    from nnrun.lint import unused_nodes
+    from nnrun.load import locate
+
+    warnings = [locate(issue, source, config) for issue in unused_nodes(graph)]
+    for issue in warnings:
+        line = "nnrun: warning: " + issue.format()
+        print(line, file=sys.stderr, flush=True)
+        logging.getLogger("nnrun").warning(line)
+    return warnings
 
 
 def _with_graph_issues(err: ConfigError, config: dict[str, Any], model: ModelSpec,
@@ -236,6 +254,8 @@ def run(config: dict[str, Any], run_dir: Path, source: Path | None = None,
                        "family": info.family, "n_layers": info.n_layers}, "run", overrides or [])
             out.manifest.update({**function_record(compiled.graph),
                                  **generation_record(compiled.spec, config.get("seed", 0))})
+            if compiled.warnings:
+                out.manifest["warnings"] = [w.format() for w in compiled.warnings]
         with figure_formats(config):
             _write_static(out, compiled, config, phases)
             _load_and_execute(out, compiled, backend, config, source, phases)

@@ -934,8 +934,39 @@ def test_the_bases_are_valid(text, files, stage, tmp_path):
     c = Case(text, 0, "", "", stage=stage, files=files)
     result = run_case(c, "base", tmp_path)
     assert result.code == 0 and "Traceback" not in result.stderr, result.explain()
+    assert "warning" not in result.stderr, result.explain()  # a write and sinks are used
     if stage is None:
         assert (tmp_path / "run" / "COMPLETED").exists(), result.explain()
+
+
+# --- warnings: what runs but is almost surely a mistake ------------------------------------------
+
+UNUSED = add_nodes(BASE, "    - {id: extra, op: read, site: logits, position: last, scope: clean_run}\n"
+                         "    - {id: twice, op: scale, factor: 2.0}\n"
+                         "    - {id: top, op: topk, k: 2}\n",
+                   "    - {src: effect, dst: twice}\n    - {src: logits, dst: top}\n")
+
+
+@pytest.mark.parametrize("stage", ["validate", None])
+def test_a_node_nothing_consumes_is_a_located_warning(stage, request, tmp_path):
+    """A read, a compute node and a node with named outputs whose values go nowhere (a
+    forgotten edge): each is named with its file, line, path, id, code and hint on stderr, and
+    the run goes on (exit 0; the manifest keeps the warnings). `effect`, consumed by `twice`,
+    the write `patch` and the sinks are not named."""
+    name = case_name(request)
+    result = run_case(Case(UNUSED, 0, "", "", stage=stage), name, tmp_path)
+    assert result.code == 0 and "Traceback" not in result.stderr, result.explain()
+    warned = re.findall(rf"^nnrun: warning: \S*/{name}\.yaml:(\d+): (graph\.nodes\[\d+\]) "
+                        r"\(node (\w+)\): .* \[unused_node\]$", result.stderr, re.MULTILINE)
+    assert [(int(line), path, node) for line, path, node in warned] == [
+        (line_of(UNUSED, "{id: extra,"), "graph.nodes[6]", "extra"),
+        (line_of(UNUSED, "{id: twice,"), "graph.nodes[7]", "twice"),
+        (line_of(UNUSED, "{id: top,"), "graph.nodes[8]", "top")], result.explain()
+    assert result.stderr.count("hint: connect its output to a save/plot node, or remove it") == 3
+    if stage is None:
+        manifest = json.loads((tmp_path / "run" / "COMPLETED").read_text())
+        assert [w.split(" (node ")[1].split(")")[0] for w in manifest["warnings"]] == \
+            ["extra", "twice", "top"]
 
 
 # --- several mistakes at once: every issue is reported, not just the first ------------------------

@@ -83,6 +83,7 @@ def test_every_builtin_experiment_validates(tmp_path, path):
         codes = set(re.findall(r"\[([a-z_]+)\]", result.stderr))
         ok = result.code == 0 or (model != "demo" and codes == {"layer_out_of_range"})
         assert ok, (path.name, model, result.stderr)
+        assert "warning" not in result.stderr, (path.name, model, result.stderr)  # unused_node
 
 
 def test_a_run_that_fails_before_the_model_loads_leaves_a_failed_manifest(tmp_path):
