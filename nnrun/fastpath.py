@@ -52,6 +52,9 @@ MIN_SAVED_PASSES = 2
 # one point per layer of a single prompt, the fold is faster.
 TRACE_COST_FLOPS = 1e8
 WEIGHT_READ_FLOPS = 50   # per parameter read from memory (~5 GB/s per core against ~60 GFLOP/s)
+# nnsight's cost per invoke, which a fold saves per point (~0.25 ms on this CPU: the tiny
+# model's residual sweeps of 32 and 64 points, folded or not, RESULTS.md).
+INVOKE_COST_FLOPS = 1.25e7
 # Loop variables a folded invoke takes per row (`layer` picks modules: its points are grouped).
 FOLDED_LOOPS = {"position", "head", "coefficient"}
 
@@ -204,26 +207,38 @@ def _after_prefix(access, block: str, graph: Graph) -> bool:
 def fast_traces(traces: list[TracePlan], graph: Graph, emit, foldable,
                 prefix: bool = True) -> list[TracePlan]:
     """The traces with their fast paths decided (`take_fast_paths`; `prefix`: prefix reuse
-    where it pays, else never). A foreach invoke that
-    shares a forward pass with other invokes moves to a trace of its own, right after theirs,
-    when alone it takes a fast path (prefix reuse or a fold): it exchanges no values with them
-    (schedule's `loop_crossing` check), and each row of a batch is computed on its own, so
-    only the batches change, never the numbers."""
+    where it pays, else never). A foreach invoke that shares a forward pass with other invokes
+    moves to a trace of its own, right after theirs, when alone it takes prefix reuse, or a
+    fold that saves more invokes than the extra trace costs (`own_trace_pays`). It exchanges
+    no values with them (schedule's `loop_crossing` check), and each row of a batch is
+    computed on its own, so only the batches change, never the numbers."""
     out = []
     for trace in traces:
         alone = []
         if trace.scope.kind == "trace" and len(trace.invokes) > 1:
             for plan in [p for p in trace.invokes if p.binding.loop_vars]:
-                piece = replace(trace, invokes=[plan], barriers=[])
+                stmts, piece = plan.stmts, replace(trace, invokes=[plan], barriers=[])
                 take_fast_paths(piece, graph, emit, foldable, prefix)
-                if piece.prefix is not None or piece.fold is not None:
+                if piece.prefix is not None or (piece.fold is not None and own_trace_pays(
+                        graph.info, len(plan.binding.points))):
                     trace.invokes.remove(plan)
                     alone.append(piece)
+                else:
+                    plan.stmts = stmts   # a fold re-emits them per row: back to the plain ones
         if trace.invokes:
             take_fast_paths(trace, graph, emit, foldable, prefix)
             out.append(trace)
         out += alone
     return out
+
+
+def own_trace_pays(info, points: int) -> bool:
+    """Whether folding a foreach's points (one nnsight invoke instead of one per point) saves
+    more than moving them out of a shared trace costs: one more forward pass, which reads
+    every weight again."""
+    extra = TRACE_COST_FLOPS + WEIGHT_READ_FLOPS * (
+        info.n_layers * 12 * info.hidden_size ** 2 + info.vocab_size * info.hidden_size)
+    return points * INVOKE_COST_FLOPS >= extra
 
 
 def take_fast_paths(trace: TracePlan, graph: Graph, emit, foldable, prefix: bool = True) -> None:

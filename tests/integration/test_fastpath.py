@@ -31,6 +31,12 @@ def prefix_always(monkeypatch):
 
 
 @pytest.fixture
+def own_trace_always(monkeypatch):
+    """A folded foreach always leaves a shared trace, however few points it has."""
+    monkeypatch.setattr("nnrun.fastpath.INVOKE_COST_FLOPS", float("inf"))
+
+
+@pytest.fixture
 def prefix_never(monkeypatch):
     monkeypatch.setattr("nnrun.fastpath.TRACE_COST_FLOPS", float("inf"))
 
@@ -326,7 +332,8 @@ def shared_trace(model: str) -> dict:
 
 
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
-def test_foreach_invokes_sharing_a_trace_run_alone_and_equal_the_plain_program(model):
+def test_foreach_invokes_sharing_a_trace_run_alone_and_equal_the_plain_program(
+        model, own_trace_always):
     """Each foreach invoke of a shared trace moves to a trace of its own and is folded; the
     unedited invoke keeps the shared trace; every value equals the plain program's."""
     fast, plain = both(shared_trace(model))
@@ -343,7 +350,20 @@ def test_foreach_invokes_sharing_a_trace_run_alone_and_equal_the_plain_program(m
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-5)
 
 
-def test_a_foreach_invoke_without_a_fast_path_keeps_its_shared_trace():
+def test_few_points_keep_their_shared_trace():
+    """Two points per foreach: folding them saves less than another forward pass costs."""
+    fast, plain = both(shared_trace("tiny-gpt2"))
+    traces = fast.program.schedule.traces
+    assert [[p.scope.id for p in t.invokes] for t in traces] == [
+        ["clean_run"], ["base", "attention_point", "mlp_point"]]
+    assert traces[1].fold is None and "fold_points" not in fast.program.source
+    lm = load_model(fast.model)
+    got, want = execute(fast, lm), execute(plain, lm)
+    for name in ("base_logits", "attention_logits", "mlp_logits"):
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-5)
+
+
+def test_a_foreach_invoke_without_a_fast_path_keeps_its_shared_trace(own_trace_always):
     """A point that writes a value it computes itself cannot be folded: it stays batched with
     the other invokes of its trace."""
     config = shared_trace("tiny-gpt2")

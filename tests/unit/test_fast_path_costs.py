@@ -1,5 +1,5 @@
-"""The cost rule of prefix reuse (nnrun.fastpath.prefix_pays) against the cases measured on
-this project's CPU (benchmarks/RESULTS.md): it must pick the faster of the two fast forms."""
+"""The cost rules of the fast paths (nnrun.fastpath.prefix_pays, own_trace_pays) against the
+cases measured on this project's CPU (benchmarks/RESULTS.md): each must pick the faster form."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nnrun.fastpath import prefix_pays
+from nnrun.fastpath import own_trace_pays, prefix_pays
 
 SHAPES = {"tiny": SimpleNamespace(n_layers=4, hidden_size=128, vocab_size=512),
           "small": SimpleNamespace(n_layers=6, hidden_size=384, vocab_size=8192),
@@ -41,3 +41,19 @@ def test_more_examples_per_chunk_only_make_prefix_reuse_pay_more():
         answers = [pays(shape, 1, 16, n) for n in (1, 2, 4, 8, 16, 64, 256)]
         assert answers == sorted(answers)   # False ... False, True ... True
         assert answers[-1]
+
+
+@pytest.mark.parametrize("shape, points, faster", [
+    # attention and MLP outputs patched at every layer, two foreach invokes of one trace, one
+    # prompt pair (bench_shared_trace.py): the shared trace against a trace of its own each
+    ("tiny", 4, "shared"),     # 1.53x against 1.84x
+    ("small", 6, "shared"),    # 0.98x against 1.07x
+    ("gpt2", 12, "shared"),    # 0.67x against 0.74x
+    # many points (a layer x position grid): the invokes saved (~0.25 ms each, the tiny model's
+    # residual sweeps folded or not) outweigh one more forward pass (rule, not measured shared)
+    ("tiny", 64, "own"),
+    ("small", 96, "own"),
+])
+def test_a_fold_leaves_a_shared_trace_only_when_it_saves_more_than_a_forward_pass(
+        shape, points, faster):
+    assert own_trace_pays(SHAPES[shape], points) == (faster == "own")
