@@ -22,7 +22,8 @@ the experiment's values are.
   the points at once would not fit in memory they run a few at a time (`max_points`, from
   nnrun.chunks), a trace each.
 * **A trace of its own.** A foreach invoke batched with other invokes in one trace moves to a
-  trace of its own when that lets it take one of the paths above (`fast_traces`).
+  trace of its own when it then takes prefix reuse, or a fold that saves more than one more
+  forward pass costs (`fast_traces`, `own_trace_pays`).
 
 Invariant: a fast path is taken only when the plain form would give the same numbers; the
 conditions are checked here, statically, from the statements' model accesses. `fast_paths:
