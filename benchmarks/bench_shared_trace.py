@@ -17,7 +17,8 @@ Cases (round-robin; median wall and CPU seconds; ratios of CPU time against `flo
 * nnrun_fast     nnrun's program as compiled by default: each foreach invoke in a trace of its
                  own, folded into one invoke, or with prefix reuse where the cost rule
                  (nnrun.fastpath.prefix_pays) expects it to pay
-* nnrun_fold     the same with the fold only (never prefix reuse)
+* nnrun_fold     each foreach invoke in a trace of its own, folded (never prefix reuse)
+* nnrun_prefix   each foreach invoke in a trace of its own, with prefix reuse (a trace per layer)
 
 Every case's last-position logits are compared with hooks_batched (max |diff| in the table).
 """
@@ -77,15 +78,19 @@ def shared_traces_kept():
 
 
 @contextlib.contextmanager
-def prefix_never():
-    """Compile with a trace so costly that prefix reuse never pays."""
+def costs(trace: float, weight: float, invoke: float):
+    """Compile with other costs in nnrun.fastpath's rules (to force one form)."""
     from nnrun import fastpath
 
-    saved, fastpath.TRACE_COST_FLOPS = fastpath.TRACE_COST_FLOPS, float("inf")
+    names = ("TRACE_COST_FLOPS", "WEIGHT_READ_FLOPS", "INVOKE_COST_FLOPS")
+    saved = [getattr(fastpath, name) for name in names]
+    for name, value in zip(names, (trace, weight, invoke)):
+        setattr(fastpath, name, value)
     try:
         yield
     finally:
-        fastpath.TRACE_COST_FLOPS = saved
+        for name, value in zip(names, saved):
+            setattr(fastpath, name, value)
 
 
 def references(hf, floor_hf, tok, clean: list[str], corrupt: list[str]):
@@ -143,8 +148,10 @@ def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, examples: int) 
                 "nnrun_fast": compile_program(config(path, clean, corrupt, True))}
     with shared_traces_kept():
         compiled["nnrun_shared"] = compile_program(config(path, clean, corrupt, True))
-    with prefix_never():
+    with costs(trace=float("inf"), weight=0.0, invoke=float("inf")):   # fold, own traces
         compiled["nnrun_fold"] = compile_program(config(path, clean, corrupt, True))
+    with costs(trace=0.0, weight=0.0, invoke=float("inf")):            # prefix, own traces
+        compiled["nnrun_prefix"] = compile_program(config(path, clean, corrupt, True))
     lm = load_model(compiled["nnrun_fast"].model)
     floor_hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa").eval()
     cases = references(lm._module, floor_hf, lm.tokenizer, clean, corrupt)
