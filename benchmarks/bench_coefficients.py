@@ -18,15 +18,12 @@ Every case's last-position logits are compared with hooks_batched (max |diff| in
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import statistics
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 from bench_floor import SHAPES, build_model, prompts
+from measure import cpu_table, print_each_shape, round_robin, sweep_arguments
 
 LAYER = 1   # the MLP output the vector is added to
 
@@ -114,46 +111,17 @@ def run_shape(shape: str, n_pos: int, n_coef: int, rounds: int, folder: Path) ->
     cases = references(lm._module, floor_hf, lm.tokenizer, clean, corrupt, coefficients)
     for name, program in compiled.items():
         cases[name] = lambda c=program: execute(c, lm)["logits"].flatten(0, 1)   # (C, vocab)
-    want = cases["hooks_batched"]()
-    wall: dict[str, list[float]] = {name: [] for name in cases}
-    cpu: dict[str, list[float]] = {name: [] for name in cases}
-    error: dict[str, float] = {}
-    for fn in cases.values():   # warm-up: lazy imports and allocation
-        fn()
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            got = fn()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-            if name != "floor":   # the floor steers nothing
-                error[name] = float((got - want).abs().max())
-    base = statistics.median(cpu["floor"])
-    lines = [f"\n**{shape}** ({SHAPES[shape]['n_layer']} x {SHAPES[shape]['n_embd']}), "
-             f"{n_pos} positions, {n_coef} coefficients; {rounds} rounds\n",
-             "| case | median wall s | median CPU s | CPU ratio to floor | max abs diff |",
-             "|---|---:|---:|---:|---:|"]
-    for name in cases:
-        diff = f"{error[name]:.1e}" if name in error else "—"
-        lines.append(f"| {name} | {statistics.median(wall[name]):.3f} | "
-                     f"{statistics.median(cpu[name]):.3f} | "
-                     f"{statistics.median(cpu[name]) / base:.2f} | {diff} |")
-    return lines
+    title = (f"\n**{shape}** ({SHAPES[shape]['n_layer']} x {SHAPES[shape]['n_embd']}), "
+             f"{n_pos} positions, {n_coef} coefficients; {rounds} rounds\n")
+    return cpu_table(round_robin(cases, rounds), title)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--shapes", nargs="+", default=["tiny", "small"], choices=list(SHAPES))
-    ap.add_argument("--positions", type=int, default=16)
+    ap = sweep_arguments(SHAPES)
     ap.add_argument("--coefficients", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        for shape in args.shapes:
-            print("\n".join(run_shape(shape, args.positions, args.coefficients, args.rounds,
-                                      Path(tmp))), flush=True)
+    print_each_shape(args, lambda shape, folder: run_shape(
+        shape, args.positions, args.coefficients, args.rounds, folder))
 
 
 if __name__ == "__main__":

@@ -25,15 +25,12 @@ Every case's last-position logits are compared with hooks_batched (max |diff| in
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import statistics
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 from bench_floor import SHAPES, build_model, prompts
+from measure import cpu_table, print_each_shape, round_robin, sweep_arguments
 
 SITES = ("attention", "mlp")
 
@@ -155,38 +152,17 @@ def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, examples: int) 
     lm = load_model(compiled["nnrun_fast"].model)
     floor_hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa").eval()
     cases = references(lm._module, floor_hf, lm.tokenizer, clean, corrupt)
+
     def run(program):
         values = execute(program, lm)
         return torch.cat([values[f"{site}_logits"].flatten(0, 1) for site in SITES])  # (2·L·N, vocab)
     for name, program in compiled.items():
         cases[name] = lambda c=program: run(c)
-    want = cases["hooks_batched"]()
-    wall: dict[str, list[float]] = {name: [] for name in cases}
-    cpu: dict[str, list[float]] = {name: [] for name in cases}
-    error: dict[str, float] = {}
-    for fn in cases.values():   # warm-up: lazy imports and allocation
-        fn()
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            got = fn()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-            if name != "floor":   # the floor patches nothing
-                error[name] = float((got - want).abs().max())
     forms = {name: _form(c) for name, c in compiled.items()}
-    base = statistics.median(cpu["floor"])
-    lines = [f"\n**{shape}** ({SHAPES[shape]['n_layer']} x {SHAPES[shape]['n_embd']}), "
-             f"{n_pos} positions, {examples} example(s), {2 * SHAPES[shape]['n_layer']} "
-             f"points; {rounds} rounds\n",
-             "| case | form | median wall s | median CPU s | CPU ratio to floor | max abs diff |",
-             "|---|---|---:|---:|---:|---:|"]
-    for name in cases:
-        diff = f"{error[name]:.1e}" if name in error else "—"
-        lines.append(f"| {name} | {forms.get(name, '—')} | {statistics.median(wall[name]):.3f} | "
-                     f"{statistics.median(cpu[name]):.3f} | "
-                     f"{statistics.median(cpu[name]) / base:.2f} | {diff} |")
-    return lines
+    title = (f"\n**{shape}** ({SHAPES[shape]['n_layer']} x {SHAPES[shape]['n_embd']}), "
+             f"{n_pos} positions, {examples} example(s), {2 * SHAPES[shape]['n_layer']} points; "
+             f"{rounds} rounds\n")
+    return cpu_table(round_robin(cases, rounds), title, forms)
 
 
 def _form(compiled) -> str:
@@ -199,18 +175,11 @@ def _form(compiled) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--shapes", nargs="+", default=["tiny", "small"], choices=list(SHAPES))
-    ap.add_argument("--positions", type=int, default=16)
+    ap = sweep_arguments(SHAPES)
     ap.add_argument("--examples", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        for shape in args.shapes:
-            print("\n".join(run_shape(shape, args.positions, args.rounds, Path(tmp),
-                                      args.examples)), flush=True)
+    print_each_shape(args, lambda shape, folder: run_shape(
+        shape, args.positions, args.rounds, folder, args.examples))
 
 
 if __name__ == "__main__":
