@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, StrictInt
 
-from nnrun.errors import Issue
+from nnrun.errors import Issue, did_you_mean
 from nnrun.nodes.base import NodeParams
 from nnrun.refs import Column, Match
 from nnrun.sites import SITES, is_named_site, resolve, site_needs_layer, site_of
@@ -93,6 +93,12 @@ def check_site(params, ctx) -> list[Issue]:
         guess = f"did you mean `{close[0]}`? " if close else ""
         return [Issue("unknown_site", f"`{site}` is neither a site name nor a module path",
                       path + ".site", ctx.node, guess + "site names: " + ", ".join(SITES))]
+    stray = sorted(set(re.findall(r"\{(\w*)\}", site)) - {"layer"})
+    if not is_named_site(site) and stray:
+        return [Issue("unknown_placeholder", f"module path `{site}` has `{{{stray[0]}}}`: the one "
+                      "placeholder a path takes is `{layer}`", path + ".site", ctx.node,
+                      did_you_mean(stray[0], ["layer"], otherwise="write `{layer}` and set "
+                                   "`layer:`, or write the layer's number"))]
     if site_needs_layer(site) and layer is None:
         return [Issue("missing_layer", f"site `{site}` needs a `layer`", path + ".layer",
                       ctx.node, "e.g. layer: 0, layer: all, or layer: \"{layer}\" in a foreach")]
