@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from nnrun.errors import ConfigError, Issue, raise_if_issues
+from nnrun.errors import ConfigError, Issue, guess, raise_if_issues
 
 MAX_ROWS = 1_000_000  # a data file larger than this is refused before it is read into memory
 
@@ -197,11 +197,7 @@ def _check_rows(dataset: Dataset, needed: dict[str, ColumnUse]) -> list[Issue]:
     known = set(dataset.columns())
     for column, use in needed.items():
         if column not in known:
-            import difflib
-
-            close = difflib.get_close_matches(column, sorted(known), n=1)
-            hint = (f"did you mean `{close[0]}`? " if close else "") + \
-                "columns: " + (", ".join(sorted(known)) or "none")
+            hint = guess(column, sorted(known)) + "columns: " + (", ".join(sorted(known)) or "none")
             issues.append(Issue("unknown_column", f"column `{column}` is not in the dataset "
                                 f"{dataset.source}", use.path, use.node, hint))
             continue

@@ -134,13 +134,26 @@ EXIT_CODES: dict[str, int] = {
 }
 
 
+def close_matches(word: str, options, n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """The options closest to `word`, best first (difflib); empty when none is close. Every
+    did-you-mean hint of nnrun starts here."""
+    import difflib
+
+    return difflib.get_close_matches(word, list(options), n=n, cutoff=cutoff)
+
+
+def guess(word: str, options) -> str:
+    """`did you mean `X`? ` (with a trailing space) when an option is close, else ``: the start
+    of a hint that goes on to list the options."""
+    close = close_matches(word, options)
+    return f"did you mean `{close[0]}`? " if close else ""
+
+
 def did_you_mean(word: str, options: list[str] | tuple[str, ...],
                  otherwise: str | None = None) -> str:
     """A hint naming the closest option; when none is close, `otherwise` (default: every option
     listed)."""
-    import difflib
-
-    close = difflib.get_close_matches(word, list(options), n=1)
+    close = close_matches(word, options)
     if close:
         return f"did you mean `{close[0]}`?"
     return "valid: " + ", ".join(options) if otherwise is None else otherwise

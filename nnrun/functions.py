@@ -11,13 +11,12 @@ copied into the program is the text whose sha256 the manifest records.
 from __future__ import annotations
 
 import ast
-import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from nnrun.errors import ConfigError, Issue, raise_if_issues
+from nnrun.errors import ConfigError, Issue, guess, raise_if_issues
 
 OPT_IN = "allow_functions"
 MAX_BYTES = 1 << 20        # a function file is small; a megabyte of code is an accident
@@ -133,9 +132,8 @@ def _defines(tree: ast.Module, name: str, issue) -> list[Issue]:
     if found or name in bound_names(tree):
         return []
     defined = [st.name for st in tree.body if isinstance(st, ast.FunctionDef)]
-    close = difflib.get_close_matches(name, defined, n=1)
     return issue("function_undefined", f"defines no function `{name}` at its top level",
-                 (f"did you mean `{close[0]}`? " if close else "") + "functions defined: "
+                 guess(name, defined) + "functions defined: "
                  + (", ".join(defined) or "none"))
 
 

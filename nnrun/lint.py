@@ -6,7 +6,6 @@ not reported again for consequences of that breakage.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -309,5 +308,4 @@ def _a(word: str) -> str:
 
 
 def _close(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f"did you mean `{close[0]}`?" if close else "existing: " + ", ".join(options)
+    return did_you_mean(name, list(options), otherwise="existing: " + ", ".join(options))

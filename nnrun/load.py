@@ -6,14 +6,13 @@ Invariant: nothing here touches a model; errors are collected, never raised one 
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from nnrun.errors import ConfigError, Issue, raise_if_issues
+from nnrun.errors import ConfigError, Issue, guess, raise_if_issues
 from nnrun.nodes import REGISTRY
 from nnrun.schema import EXPERIMENT_KEYS, FORMAT_VERSION, ExperimentSpec
 
@@ -55,7 +54,7 @@ def _unknown_keys(config: dict[str, Any]) -> list[Issue]:
     config (`seed`, `stage`, ...): a typo such as `descripton:` would otherwise be ignored."""
     known = set(EXPERIMENT_KEYS) | _setting_keys()
     return [Issue("unknown_field", f"unknown key `{key}`", str(key),
-                  hint=_did_you_mean(str(key), sorted(known)) + "experiment keys: "
+                  hint=guess(str(key), sorted(known)) + "experiment keys: "
                   + ", ".join(EXPERIMENT_KEYS))
             for key in config if key not in known]
 
@@ -68,11 +67,6 @@ def _setting_keys() -> set[str]:
     groups = {str(next(iter(d))).split("/")[-1].split("@")[0].replace("override ", "").strip()
               for d in primary.get("defaults", []) if isinstance(d, dict)}
     return (set(primary) | groups) - {"defaults", "hydra", "experiment"} | {"nnrun_refused"}
-
-
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f"did you mean `{close[0]}`? " if close else ""
 
 
 def _columns_without_data(spec: ExperimentSpec) -> list[Issue]:
@@ -274,7 +268,7 @@ def _field_hint(loc: YamlPath, data: dict[str, Any], member: str | None = None) 
     owner, fields = _owner_fields(loc[:-1], data, member)
     if not fields:
         return "remove it; see the experiment format in the README"
-    return _did_you_mean(str(loc[-1]), fields) + f"{owner} takes: " + ", ".join(fields)
+    return guess(str(loc[-1]), fields) + f"{owner} takes: " + ", ".join(fields)
 
 
 def _owner_fields(loc: YamlPath, data: dict[str, Any], member: str | None):

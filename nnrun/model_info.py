@@ -6,11 +6,11 @@ config), by one forward pass with hooks, so the firing order is the model's real
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from nnrun.errors import close_matches
 from nnrun.sites import family_for
 
 
@@ -64,7 +64,7 @@ class ModelInfo:
 
     def suggest(self, path: str) -> str:
         """Did-you-mean hint for a module path the model does not have."""
-        close = difflib.get_close_matches(path, self.modules, n=3, cutoff=0.5)
+        close = close_matches(path, self.modules, n=3, cutoff=0.5)
         if close:
             return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
         return "list the model's modules with `nnrun stage=modules model=...`"

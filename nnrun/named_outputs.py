@@ -12,12 +12,11 @@ its node's scope and YAML path and exactly one input, the node; its axes are tho
 
 from __future__ import annotations
 
-import difflib
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from nnrun.errors import Issue
+from nnrun.errors import Issue, close_matches
 from nnrun.nodes.base import Axes, NodeType, Port, Stmt
 
 if TYPE_CHECKING:
@@ -96,7 +95,7 @@ def source_issues(edge: EdgeSpec, node: Node, path: str) -> list[Issue]:
         return [Issue("no_named_outputs", f"{what} has one output, not named ones, so "
                       f"`.{port}` names nothing", path, node.id, f"use src: {node.id}")]
     if port not in outputs:
-        close = difflib.get_close_matches(port, list(outputs), n=1)
+        close = close_matches(port, outputs)
         guess = f"did you mean `{output_id(node.id, close[0])}`? " if close else ""
         return [Issue("unknown_output", f"{what} has no output `{port}`", path, node.id,
                       f"{guess}its outputs: {listed}")]

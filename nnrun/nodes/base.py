@@ -7,7 +7,6 @@ subclasses `NodeType` and registers itself with `@register`.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -204,9 +203,9 @@ class Registry:
 
     def suggest(self, op: str) -> str:
         """A did-you-mean hint plus the list of valid ops."""
-        close = difflib.get_close_matches(op, self.ops(), n=1)
-        guess = f"did you mean `{close[0]}`? " if close else ""
-        return guess + "valid ops: " + ", ".join(self.ops())
+        from nnrun.errors import guess
+
+        return guess(op, self.ops()) + "valid ops: " + ", ".join(self.ops())
 
 
 def _check_node_type(cls: type) -> None:

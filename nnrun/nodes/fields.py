@@ -6,13 +6,12 @@ are loaded; the code reference emitted for it is derived from the same resolutio
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Annotated, Literal, Union
 
 from pydantic import Field, StrictInt
 
-from nnrun.errors import Issue, did_you_mean
+from nnrun.errors import Issue, did_you_mean, guess
 from nnrun.nodes.base import NodeParams
 from nnrun.refs import Column, Match
 from nnrun.sites import SITES, is_named_site, resolve, site_needs_layer, site_of
@@ -89,10 +88,9 @@ def check_site(params, ctx) -> list[Issue]:
         if "." not in site and ctx.info is not None and ctx.info.has_module(site):
             return []  # a top-level module such as `lm_head`
         modules = ctx.info.modules if ctx.info is not None else []
-        close = difflib.get_close_matches(site, list(SITES) + modules, n=1)
-        guess = f"did you mean `{close[0]}`? " if close else ""
         return [Issue("unknown_site", f"`{site}` is neither a site name nor a module path",
-                      path + ".site", ctx.node, guess + "site names: " + ", ".join(SITES))]
+                      path + ".site", ctx.node,
+                      guess(site, list(SITES) + modules) + "site names: " + ", ".join(SITES))]
     stray = sorted(set(re.findall(r"\{(\w*)\}", site)) - {"layer"})
     if not is_named_site(site) and stray:
         return [Issue("unknown_placeholder", f"module path `{site}` has `{{{stray[0]}}}`: the one "
