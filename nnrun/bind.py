@@ -204,9 +204,10 @@ def _checked_tokens(tokenizer, prompt: str, dataset: Dataset,
         words = [w for w in prompt.split() if unk in tokenizer(w, add_special_tokens=False)
                  ["input_ids"]]
         where = f"{dataset.where(row)}: " if len(dataset) > 1 else ""
+        verb = "are" if len(words) > 1 else "is"
         raise BindError("unknown_token", f"{where}{', '.join(map(repr, words[:3])) or 'a word'} "
-                        "is not in the model's vocabulary (it would become the unknown token)",
-                        "use words the tokenizer knows (see its vocabulary)")
+                        f"{verb} not in the model's vocabulary (it would become the unknown "
+                        "token)", "use words the tokenizer knows (see its vocabulary)")
     return tuple(ids), tuple(tokenizer.decode([i]) for i in ids)
 
 
