@@ -5,8 +5,12 @@ Run: HF_HUB_OFFLINE=1 python benchmarks/bench_floor.py [--shapes tiny small gpt2
                                                        [--sites layer_input attention_output
                                                         mlp_output heads]
                                                        [--rounds 3] [--out FILE.md]
+                                                       [--cases floor hooks_batched nnrun_fast]
+                                                       [--row-chunk 64] [--no-warmup]
 
-Cases (round-robin; median seconds; ratios against `floor`):
+Cases (round-robin; median wall and process CPU seconds; ratios against `floor`; `--cases`
+picks some, `--row-chunk N` runs floor and hooks_batched N rows at a time so that large grids
+fit in memory — the same compute):
 * floor           one forward of the L*P-row corrupt batch + one clean forward, SDPA attention,
                   full logits: what any implementation that runs every point needs
 * hooks_batched   plain torch forward-pre-hooks patching the rows of that batch
@@ -68,6 +72,8 @@ def prompts(n_tokens: int) -> tuple[str, str]:
 
 
 SITES = ("layer_input", "attention_output", "mlp_output", "heads")
+CASES = ("floor", "hooks_batched", "nnsight_batched", "nnsight_naive", "nnrun_plain",
+         "nnrun_fast", "nnrun_fold", "nnrun_prefix")
 
 
 def nnrun_config(path: Path, clean: str, corrupt: str, fast: bool,
@@ -115,8 +121,11 @@ def site_hooks(block, site: str, n_heads: int):
     return block.mlp, False, lambda o: o, lambda o, x: x
 
 
-def references(hf, floor_hf, tok, clean: str, corrupt: str, lm, site: str = "layer_input"):
-    """The reference cases as functions returning (points, vocab) last-position logits."""
+def references(hf, floor_hf, tok, clean: str, corrupt: str, lm, site: str = "layer_input",
+               row_chunk: int | None = None):
+    """The reference cases as functions returning (points, vocab) last-position logits;
+    `floor` and `hooks_batched` run the batch `row_chunk` rows at a time (None: all at once),
+    the same compute in bounded memory."""
     blocks = hf.transformer.h
     n_heads = hf.config.n_head
     c_ids, x_ids = tok(clean, return_tensors="pt")["input_ids"], \
@@ -125,6 +134,7 @@ def references(hf, floor_hf, tok, clean: str, corrupt: str, lm, site: str = "lay
     per_layer = n_heads if site == "heads" else n_pos
     batch = x_ids.repeat(n_layers * per_layer, 1)    # (points, P) row = layer*per_layer + point
     at = torch.arange(per_layer)
+    chunk = row_chunk or len(batch)
     access = [site_hooks(b, site, n_heads) for b in blocks]
 
     def hook(k, fn):
@@ -144,27 +154,38 @@ def references(hf, floor_hf, tok, clean: str, corrupt: str, lm, site: str = "lay
     @torch.no_grad()
     def floor():
         floor_hf(c_ids)
-        return floor_hf(batch).logits[:, -1]                        # (points, vocab)
+        if chunk == len(batch):
+            return floor_hf(batch).logits[:, -1]                    # (points, vocab)
+        # a copy of each chunk's last position, so that its full logits are freed
+        return torch.cat([floor_hf(rows).logits[:, -1].clone()      # (chunk, vocab)
+                          for rows in batch.split(chunk)])          # (points, vocab)
 
     @torch.no_grad()
     def hooks_batched():
         cache = clean_inputs()
+        start = [0]   # the batch row the running chunk starts at
 
         def patch(io, layer):
-            x = access[layer][2](io).clone()                        # (points, P, d)
-            rows = layer * per_layer + at
+            x = access[layer][2](io).clone()                        # (chunk, P, d)
+            rows = layer * per_layer + at - start[0]                # (per_layer,) in the chunk
+            inside = (rows >= 0) & (rows < len(x))
+            rows, points = rows[inside], at[inside]                 # this layer's, this chunk's
             if site == "heads":                                     # row l*H + h: head h
-                heads = x.unflatten(-1, (n_heads, -1))              # (points, P, H, dh)
-                value = cache[layer][0].unflatten(-1, (n_heads, -1))[:, at]  # (P, H, dh)
-                heads[rows, :, at] = value.movedim(1, 0)
+                heads = x.unflatten(-1, (n_heads, -1))              # (chunk, P, H, dh)
+                value = cache[layer][0].unflatten(-1, (n_heads, -1))  # (P, H, dh)
+                heads[rows, :, points] = value[:, points].movedim(1, 0)
             else:
-                x[rows, at] = cache[layer][0, at]
+                x[rows, points] = cache[layer][0, points]
             return access[layer][3](io, x)
         hooks = [hook(k, lambda m, io, k=k: patch(io, k)) for k in range(n_layers)]
-        out = hf(batch).logits[:, -1]
+        outs = []
+        for start[0] in range(0, len(batch), chunk):
+            logits = hf(batch[start[0]:start[0] + chunk]).logits    # (chunk, P, vocab)
+            outs.append(logits[:, -1].clone())                      # (chunk, vocab)
+            del logits
         for h in hooks:
             h.remove()
-        return out
+        return torch.cat(outs)                                      # (points, vocab)
 
     @torch.no_grad()
     def nnsight_batched():
@@ -198,54 +219,79 @@ def references(hf, floor_hf, tok, clean: str, corrupt: str, lm, site: str = "lay
 
 
 def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool,
-              site: str = "layer_input") -> list[str]:
+              site: str = "layer_input", only: list[str] | None = None,
+              row_chunk: int | None = None, warmup: bool = True) -> list[str]:
+    """Time the cases (`only`: these; None: all) round-robin, wall and process CPU seconds."""
     from transformers import AutoModelForCausalLM
 
     from nnrun.models import load_model
     from nnrun.pipeline import compile_program
     from nnrun.run import execute
 
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
     path = build_model(shape, folder)
     clean, corrupt = prompts(n_pos)
     fast = compile_program(nnrun_config(path, clean, corrupt, True, site))
-    plain = compile_program(nnrun_config(path, clean, corrupt, False, site))
-    forms = {}   # the two fast forms, whichever the cost rule picks (fastpath.TRACE_COST_FLOPS)
+    compiled = {"nnrun_fast": fast}
+    if wanted("nnrun_plain"):
+        compiled["nnrun_plain"] = compile_program(nnrun_config(path, clean, corrupt, False, site))
+    # the two fast forms, whichever the cost rule picks (fastpath.TRACE_COST_FLOPS)
     for name, cost in (("nnrun_fold", float("inf")), ("nnrun_prefix", 0.0)):
-        with _trace_cost(cost):
-            forms[name] = compile_program(nnrun_config(path, clean, corrupt, True, site))
+        if wanted(name):
+            with _trace_cost(cost):
+                compiled[name] = compile_program(nnrun_config(path, clean, corrupt, True, site))
     lm = load_model(fast.model)
     hf, tok = lm._module, lm.tokenizer
     floor_hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa").eval()
-    cases = references(hf, floor_hf, tok, clean, corrupt, lm, site)
+    cases = references(hf, floor_hf, tok, clean, corrupt, lm, site, row_chunk)
     if not naive:
         cases.pop("nnsight_naive", None)
-    cases["nnrun_plain"] = lambda: execute(plain, lm)["logits"].flatten(0, 2)
-    cases["nnrun_fast"] = lambda: execute(fast, lm)["logits"].flatten(0, 2)
-    for name, compiled in forms.items():
-        cases[name] = lambda c=compiled: execute(c, lm)["logits"].flatten(0, 2)
-    want = cases["hooks_batched"]()
+    for name in ("nnrun_plain", "nnrun_fast", "nnrun_fold", "nnrun_prefix"):
+        if name in compiled:
+            cases[name] = lambda c=compiled[name]: execute(c, lm)["logits"].flatten(0, 2)
+    cases = {name: fn for name, fn in cases.items() if wanted(name)}
+    want = cases["hooks_batched"]() if warmup and "hooks_batched" in cases else None
     times: dict[str, list[float]] = {name: [] for name in cases}
-    error: dict[str, float] = {}
-    for fn in cases.values():   # warm-up: first calls pay for lazy imports and allocation
-        fn()
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    outs = {}
+    if warmup:   # first calls pay for lazy imports and allocation
+        for fn in cases.values():
+            fn()
     for _ in range(rounds):
         for name, fn in cases.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             got = fn()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
             if name != "floor":   # the floor patches nothing: its logits differ by design
-                error[name] = float((got.reshape(want.shape) - want).abs().max())
-    base = statistics.median(times["floor"])
+                outs[name] = got
+            del got
+    if want is None:   # no warm-up: the timed hooks_batched call is the reference
+        want = outs.pop("hooks_batched", None)
+    error = {name: float((got.reshape(want.shape) - want).abs().max())
+             for name, got in outs.items() if want is not None}
+    base = statistics.median(times["floor"]) if "floor" in times else float("nan")
+    cpu_base = statistics.median(cpu["floor"]) if "floor" in cpu else float("nan")
     attn = getattr(hf.config, "_attn_implementation", "?")
+    prefix = any(t.prefix is not None for t in fast.program.schedule.traces)
+    chunked = f"; floor and hooks_batched {row_chunk} rows at a time" if row_chunk else ""
     lines = [f"\n**{shape}** ({SHAPES[shape]['n_layer']} x {SHAPES[shape]['n_embd']}, vocab "
-             f"{SHAPES[shape]['vocab_size']}), site `{site}`, {n_pos} positions = {len(want)} "
-             f"points; nnrun's model attention: {attn}; {rounds} rounds\n",
-             "| case | median s | ratio to floor | max abs diff to hooks_batched |",
-             "|---|---:|---:|---:|"]
+             f"{SHAPES[shape]['vocab_size']}), site `{site}`, {n_pos} positions = "
+             f"{SHAPES[shape]['n_layer'] * (SHAPES[shape]['n_head'] if site == 'heads' else n_pos)}"
+             f" points; nnrun's model attention: {attn}; {rounds} rounds"
+             f"{'' if warmup else ' (no warm-up)'}{chunked}; nnrun_fast: prefix reuse "
+             f"{'on' if prefix else 'off'}, {fast.max_points or 'all'} points per forward pass; "
+             f"{torch.get_num_threads()} torch threads\n",
+             "| case | median s | ratio to floor | median CPU s | CPU ratio to floor "
+             "| max abs diff to hooks_batched |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, values in times.items():
-        med = statistics.median(values)
+        med, med_cpu = statistics.median(values), statistics.median(cpu[name])
         diff = f"{error[name]:.1e}" if name in error else "—"
-        lines.append(f"| {name} | {med:.3f} | {med / base:.2f} | {diff} |")
+        lines.append(f"| {name} | {med:.3f} | {med / base:.2f} | {med_cpu:.3f} | "
+                     f"{med_cpu / cpu_base:.2f} | {diff} |")
     return lines
 
 
@@ -323,6 +369,13 @@ def main() -> None:
                     help="what the sweep patches (heads: every layer x head, all positions)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-naive", action="store_true", help="skip the one-trace-per-point case")
+    ap.add_argument("--cases", nargs="+", choices=CASES,
+                    help="time only these cases (default: all)")
+    ap.add_argument("--row-chunk", type=int,
+                    help="floor and hooks_batched: this many batch rows per forward pass "
+                         "(default: all at once)")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="no untimed first call of each case (for runs of minutes per case)")
     ap.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     ap.add_argument("--memory", action="store_true", help="peak RSS instead of speed")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -343,7 +396,8 @@ def main() -> None:
             for n_pos in args.positions:
                 for site in args.sites:
                     table = memory_table(shape, n_pos, Path(tmp), args.grid) if args.memory else \
-                        run_shape(shape, n_pos, args.rounds, Path(tmp), not args.no_naive, site)
+                        run_shape(shape, n_pos, args.rounds, Path(tmp), not args.no_naive, site,
+                                  args.cases, args.row_chunk, not args.no_warmup)
                     print("\n".join(table), flush=True)
                     lines += table
     if args.out:
