@@ -298,14 +298,17 @@ def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool,
 @contextlib.contextmanager
 def _trace_cost(flops: float):
     """Compile with another cost of a trace: inf never takes prefix reuse (the points fold
-    into one invoke), 0 always does (a trace per layer)."""
+    into one invoke), 0 always does (a trace per layer: the weights it reads again are free
+    too, see fastpath.prefix_pays)."""
     from nnrun import fastpath
 
-    saved, fastpath.TRACE_COST_FLOPS = fastpath.TRACE_COST_FLOPS, flops
+    saved = fastpath.TRACE_COST_FLOPS, fastpath.WEIGHT_READ_FLOPS
+    fastpath.TRACE_COST_FLOPS = flops
+    fastpath.WEIGHT_READ_FLOPS = 0.0 if flops == 0 else saved[1]
     try:
         yield
     finally:
-        fastpath.TRACE_COST_FLOPS = saved
+        fastpath.TRACE_COST_FLOPS, fastpath.WEIGHT_READ_FLOPS = saved
 
 
 def memory_child(path: Path, n_pos: int, fast: bool, grid: str) -> None:
