@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint bench setup clean
 
 # Run the main job: activation patching on the bundled model, into outputs/.
 demo: $(STAMP)
@@ -13,6 +13,11 @@ demo: $(STAMP)
 # runs out of tests takes some from the other, so the long process tests do not end alone).
 test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -n 2 --dist worksteal
+
+# Run every benchmark and rewrite the generated section of benchmarks/RESULTS.md (the quick set,
+# ~15 minutes on 2 cores; `$(PY) benchmarks/run_all.py --full` adds GPT-2's shape: hours).
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nnrun tests benchmarks
