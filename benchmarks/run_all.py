@@ -81,6 +81,22 @@ def run_one(args: list[str]) -> tuple[str, float, int]:
     return out, time.monotonic() - started, done.returncode
 
 
+def as_markdown(out: str) -> str:
+    """A benchmark's output as markdown: its tables and bold titles as they are, every other
+    run of lines (logs, dicts) in a text block, with blank lines between them."""
+    blocks: list[tuple[str, list[str]]] = []
+    for line in out.splitlines():
+        kind = "table" if line.startswith("|") else "blank" if not line.strip() else \
+            "title" if line.startswith("**") else "text"
+        if blocks and blocks[-1][0] == kind:
+            blocks[-1][1].append(line)
+        else:
+            blocks.append((kind, [line]))
+    parts = ["```text\n" + "\n".join(lines) + "\n```" if kind == "text" else "\n".join(lines)
+             for kind, lines in blocks if kind != "blank"]
+    return "\n\n".join(parts)
+
+
 def machine() -> str:
     import torch
 
@@ -96,7 +112,7 @@ def section(results: list[tuple[str, list[str], str, float]], full: bool) -> str
              "below is the output of the command above it.", ""]
     for title, args, out, seconds in results:
         command = "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/" + " ".join(args)
-        lines += [f"### {title}", "", f"`{command}` ({seconds:.0f} s)", "", out, ""]
+        lines += [f"### {title}", "", f"`{command}` ({seconds:.0f} s)", "", as_markdown(out), ""]
     return "\n".join(lines + [END])
 
 
