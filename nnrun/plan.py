@@ -81,9 +81,10 @@ def _budget_lines(compiled) -> list[str]:
 
 def scan_program(compiled):
     """The program the scan runs: the compiled one, or where it reuses prefixes, the same
-    without prefix reuse and with every folded grid in one piece (no memory cap: the scan
-    holds no data). The fast paths give the same values, so the same shapes; fake tensors cost
-    per operation, and a trace per layer cost ~0.4 s each (head_patching: 18 traces)."""
+    without prefix reuse. The fast paths give the same values, so the same shapes; fake
+    tensors cost per operation, and a trace per layer cost ~0.4 s each (head_patching: 18
+    traces). The scan also runs every folded grid in one piece (`chunk_data` without
+    `max_points`): it holds no data, so the memory cap does not apply."""
     from nnrun.codegen import generate
 
     schedule = compiled.program.schedule
