@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import torch
+from measure import round_robin
 
 SHAPES = {"tiny": dict(n_layer=4, n_embd=128, n_head=4, vocab_size=512),   # the demo model's
           "small": dict(n_layer=6, n_embd=384, n_head=6, vocab_size=8192),
@@ -252,28 +253,11 @@ def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool,
         if name in compiled:
             cases[name] = lambda c=compiled[name]: execute(c, lm)["logits"].flatten(0, 2)
     cases = {name: fn for name, fn in cases.items() if wanted(name)}
-    want = cases["hooks_batched"]() if warmup and "hooks_batched" in cases else None
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    cpu: dict[str, list[float]] = {name: [] for name in cases}
-    outs = {}
-    if warmup:   # first calls pay for lazy imports and allocation
-        for fn in cases.values():
-            fn()
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            got = fn()
-            times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-            if name != "floor":   # the floor patches nothing: its logits differ by design
-                outs[name] = got
-            del got
-    if want is None:   # no warm-up: the timed hooks_batched call is the reference
-        want = outs.pop("hooks_batched", None)
-    error = {name: float((got.reshape(want.shape) - want).abs().max())
-             for name, got in outs.items() if want is not None}
-    base = statistics.median(times["floor"]) if "floor" in times else float("nan")
-    cpu_base = statistics.median(cpu["floor"]) if "floor" in cpu else float("nan")
+    t = round_robin(cases, rounds, warmup=warmup) if "hooks_batched" in cases else \
+        round_robin(cases, rounds, reference=next(iter(cases)), unchecked=tuple(cases),
+                    warmup=warmup)
+    base = statistics.median(t.wall["floor"]) if "floor" in t.wall else float("nan")
+    cpu_base = t.median_cpu("floor") if "floor" in t.cpu else float("nan")
     attn = getattr(hf.config, "_attn_implementation", "?")
     prefix = any(t.prefix is not None for t in fast.program.schedule.traces)
     chunked = f"; floor and hooks_batched {row_chunk} rows at a time" if row_chunk else ""
@@ -287,9 +271,9 @@ def run_shape(shape: str, n_pos: int, rounds: int, folder: Path, naive: bool,
              "| case | median s | ratio to floor | median CPU s | CPU ratio to floor "
              "| max abs diff to hooks_batched |",
              "|---|---:|---:|---:|---:|---:|"]
-    for name, values in times.items():
-        med, med_cpu = statistics.median(values), statistics.median(cpu[name])
-        diff = f"{error[name]:.1e}" if name in error else "—"
+    for name, values in t.wall.items():
+        med, med_cpu = statistics.median(values), t.median_cpu(name)
+        diff = f"{t.error[name]:.1e}" if name in t.error else "—"
         lines.append(f"| {name} | {med:.3f} | {med / base:.2f} | {med_cpu:.3f} | "
                      f"{med_cpu / cpu_base:.2f} | {diff} |")
     return lines

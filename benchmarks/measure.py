@@ -27,23 +27,29 @@ class Timings:
 
 
 def round_robin(cases: dict[str, Callable[[], torch.Tensor]], rounds: int,
-                reference: str = "hooks_batched", unchecked: tuple[str, ...] = ("floor",)
-                ) -> Timings:
-    """Every case once to warm up (lazy imports, allocation), then `rounds` rounds of every
-    case in turn; each result is compared with the reference's (not the `unchecked` ones:
-    the floor edits nothing, its values differ by design)."""
-    want = cases[reference]()
+                reference: str = "hooks_batched", unchecked: tuple[str, ...] = ("floor",),
+                warmup: bool = True) -> Timings:
+    """Every case once to warm up (lazy imports, allocation; `warmup=False` skips it for cases
+    that take minutes), then `rounds` rounds of every case in turn; each result is compared
+    with the reference's (not the `unchecked` ones: the floor edits nothing, its values differ
+    by design). Without the warm-up the reference's first timed result is the one compared
+    with, so it must come before the cases checked against it."""
+    want = cases[reference]() if warmup else None
     out = Timings({n: [] for n in cases}, {n: [] for n in cases})
-    for fn in cases.values():
-        fn()
+    if warmup:
+        for fn in cases.values():
+            fn()
     for _ in range(rounds):
         for name, fn in cases.items():
             t0, c0 = time.perf_counter(), time.process_time()
             got = fn()
             out.wall[name].append(time.perf_counter() - t0)
             out.cpu[name].append(time.process_time() - c0)
-            if name not in unchecked:
+            if want is None and name == reference:
+                want = got
+            if name not in unchecked and want is not None and got is not want:
                 out.error[name] = float((got.reshape(want.shape) - want).abs().max())
+            del got   # a large case's output is not kept past its check
     return out
 
 
