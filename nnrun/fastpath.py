@@ -120,9 +120,14 @@ def prefix_pays(info, layers: list[int], point_flops: float) -> bool:
     the fold's one trace: each trace's own cost, and its weights read again (blocks `layer..`
     and the unembedding). `point_flops`: one block over one point's rows."""
     saved = point_flops * (sum(layers) - info.n_layers)
-    block, head = 12 * info.hidden_size ** 2, info.vocab_size * info.hidden_size
-    weights = sum((info.n_layers - layer) * block + head for layer in set(layers))
+    weights = sum(_forward_weights(info, info.n_layers - layer) for layer in set(layers))
     return saved >= len(set(layers)) * TRACE_COST_FLOPS + WEIGHT_READ_FLOPS * weights
+
+
+def _forward_weights(info, blocks: int) -> int:
+    """Parameters a forward pass through `blocks` blocks reads: ~12·d² each (attention and
+    MLP matrices), and the unembedding."""
+    return blocks * 12 * info.hidden_size ** 2 + info.vocab_size * info.hidden_size
 
 
 def _block_flops(graph: Graph, b) -> float:
@@ -237,8 +242,7 @@ def own_trace_pays(info, points: int) -> bool:
     """Whether folding a foreach's points (one nnsight invoke instead of one per point) saves
     more than moving them out of a shared trace costs: one more forward pass, which reads
     every weight again."""
-    extra = TRACE_COST_FLOPS + WEIGHT_READ_FLOPS * (
-        info.n_layers * 12 * info.hidden_size ** 2 + info.vocab_size * info.hidden_size)
+    extra = TRACE_COST_FLOPS + WEIGHT_READ_FLOPS * _forward_weights(info, info.n_layers)
     return points * INVOKE_COST_FLOPS >= extra
 
 
